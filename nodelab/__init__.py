@@ -1,0 +1,70 @@
+"""nodelab — Erlang/Elixir OTP distribution, for real, from Python notebooks.
+
+One OS process is one *node*; inside it, *processes* are threads with mailboxes that
+send each other messages, link, monitor and supervise each other — across nodes too::
+
+    from nodelab import Node, spawn_link, send, receive, self
+
+    Node.start("alex")                       # iex --sname alex@localhost
+    pid = Node.spawn_link("kate@localhost", lambda: Kate.say_name())
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    AlreadyAlive,
+    CodeVersionMismatch,
+    MessageTooLarge,
+    NoConnection,
+    NodelabError,
+    NotAlive,
+    ProcessExit,
+)
+from .group_leader import start_group_leader
+from .names import InvalidNodeName
+from .node import Node, Process
+from .pids import Pid, Ref, make_ref
+from .processes import (
+    ANY,
+    Crash,
+    demonitor,
+    exit,
+    flush,
+    group_leader,
+    link,
+    monitor,
+    on,
+    receive,
+    register,
+    self,
+    send,
+    spawn,
+    spawn_link,
+    spawn_monitor,
+    unlink,
+    unregister,
+    whereis,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ANY", "AlreadyAlive", "CodeVersionMismatch", "Crash", "InvalidNodeName", "MessageTooLarge",
+    "NoConnection", "Node", "NodelabError", "NotAlive", "Pid", "Process", "ProcessExit", "Ref",
+    "demonitor", "exit", "flush", "group_leader", "link", "make_ref", "monitor", "on",
+    "receive", "register", "self", "send", "spawn", "spawn_link", "spawn_monitor",
+    "start_group_leader", "unlink", "unregister", "whereis",
+]
+
+
+def load_ipython_extension(ipython) -> None:  # noqa: ANN001 - IPython's own type
+    """``%load_ext nodelab``: the magics (%node, %spawn_link, %%node, ...) in any kernel."""
+    from .jupyter.extension import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:  # noqa: ANN001
+    from .jupyter.extension import unload_ipython_extension as unload
+
+    unload(ipython)

@@ -1,0 +1,99 @@
+"""The ``nodelab`` command: ``node``, ``shell``, ``new`` and ``install-kernel``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+
+def _add_node_options(parser: argparse.ArgumentParser) -> None:
+    names = parser.add_mutually_exclusive_group(required=True)
+    names.add_argument("--sname", help="short node name: kate becomes kate@localhost")
+    names.add_argument("--name", help="long node name, e.g. kate@192.0.2.10")
+    parser.add_argument("--cookie", help="the shared secret (default: ~/.nodelab/cookie)")
+    parser.add_argument("--app", help="start this application, like `iex -S mix` (e.g. chat)")
+    parser.add_argument("--tick-time", type=float, default=None,
+                        help="seconds of silence after which a peer counts as down (default 15)")
+
+
+def _watch_parent(parent: int) -> None:
+    # A node started by a kernel or a test must not outlive it, even when that parent is
+    # killed with SIGKILL and cannot clean up.
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(0)
+            threading.Event().wait(0.5)
+
+    threading.Thread(target=watch, daemon=True, name="nodelab parent watch").start()
+
+
+def run_node(args: argparse.Namespace) -> int:
+    """``nodelab node``: a headless node that runs until SIGINT or SIGTERM."""
+    from . import Node
+    from .errors import NodelabError  # noqa: F401 - named in the except below
+
+    if args.exit_with_parent:
+        _watch_parent(os.getppid())
+    namespace: dict = {"__name__": "__main__"}
+    sys.modules["__main__"].__dict__.update(namespace)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        name = Node.start(args.sname or args.name, args.cookie, tick_time=args.tick_time)
+    except (NodelabError, ValueError, OSError, RuntimeError) as error:
+        # One line that says what is wrong (a name in use, a bad name, a bad cookie file).
+        print(f"nodelab node: {error}", file=sys.stderr)
+        return 2
+    if args.app:
+        from .otp.application import Application
+
+        Application.ensure_all_started(args.app)
+    if args.eval:
+        exec(compile(args.eval, "<--eval>", "exec"), sys.modules["__main__"].__dict__)
+    print(f"node {name} is up (stop it with Ctrl-C)", file=sys.stderr, flush=True)
+    while not stop.wait(0.5):
+        pass
+    if args.app:
+        from .otp.application import Application
+
+        Application.stop(args.app)
+    Node.stop()
+    return 0
+
+
+def _run_shell(args: argparse.Namespace) -> int:
+    from .shell import run_shell
+
+    return run_shell(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="nodelab", description="Erlang/Elixir OTP distribution, for real, in Python.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    node = commands.add_parser(
+        "node", help="run a headless node until stopped (like elixir --sname kate --no-halt)")
+    _add_node_options(node)
+    node.add_argument("--eval", help="Python code to run in the node's namespace at start")
+    node.add_argument("--exit-with-parent", action="store_true",
+                      help="exit when the process that started this node goes away")
+    node.set_defaults(run=run_node)
+
+    shell = commands.add_parser(
+        "shell", help="an interactive node in this terminal (like iex --sname kate)")
+    _add_node_options(shell)
+    shell.set_defaults(run=_run_shell)
+
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

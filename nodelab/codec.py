@@ -1,0 +1,181 @@
+"""Encoding messages for the wire, and shipping functions to the node that runs them.
+
+Messages are pickled. Functions are the interesting part. On the BEAM a closure typed in
+iex runs anywhere, and the module names it calls are looked up *on the node where it runs*:
+``fn -> Kate.say_name end`` works on kate, which defines ``Kate``, even when alex does not.
+nodelab does the same for Python: a function that cannot be found by module and name on the
+other side (a lambda, a function typed in a notebook or a shell, a nested function) travels
+as its compiled code plus the values its closure captured, and is rebuilt on the receiving
+node with *that node's namespace* as its globals. So ``lambda: Kate.say_name()`` calls kate's
+``Kate``, and fails there with a ``NameError`` when kate has none — like Elixir's ``:undef``.
+
+Functions of importable modules (``chat.receive_message``) travel by reference and are
+imported where they run, like calls to compiled Elixir modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import io
+import marshal
+import pickle
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+from .errors import CodeVersionMismatch
+
+#: Code objects only load on the Python that compiled them; this tag says which one did.
+PYTHON_TAG = f"{sys.implementation.name}-{sys.version_info[0]}.{sys.version_info[1]}"
+_MAGIC = importlib.util.MAGIC_NUMBER
+
+_namespace_provider: list[Callable[[], dict[str, Any]]] = [lambda: sys.modules["__main__"].__dict__]
+
+
+def set_namespace_provider(provider: Callable[[], dict[str, Any]]) -> None:
+    """Choose the namespace in which shipped functions look up their global names.
+
+    A kernel node gives its interactive namespace (``get_ipython().user_ns``); a script
+    keeps ``__main__``.
+    """
+    _namespace_provider[0] = provider
+
+
+def node_namespace() -> dict[str, Any]:
+    """The namespace where functions shipped to this node resolve their global names."""
+    return _namespace_provider[0]()
+
+
+def _findable_by_reference(fn: types.FunctionType) -> bool:
+    module_name = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", "")
+    if not module_name or module_name == "__main__" or "<" in qualname:
+        return False
+    module = sys.modules.get(module_name)
+    if module is None or getattr(module, "__file__", None) is None:
+        return False
+    target: Any = module
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            return False
+    return target is fn
+
+
+def _rebuild_function(tag: str, magic: bytes, code_bytes: bytes, name: str, qualname: str,
+                      defaults: tuple | None, kwdefaults: dict | None,
+                      closure_values: tuple | None) -> types.FunctionType:
+    if tag != PYTHON_TAG or magic != _MAGIC:
+        raise CodeVersionMismatch(
+            f"cannot run a function shipped from {tag} on {PYTHON_TAG}: nodes on different "
+            "Python versions cannot share code, so call a module function by name instead, "
+            "e.g. Node.spawn(node, 'chat', 'receive_message', ['hi'])"
+        )
+    code = marshal.loads(code_bytes)
+    closure = None
+    if closure_values is not None:
+        closure = tuple(types.CellType(value) for value in closure_values)
+    fn = types.FunctionType(code, node_namespace(), name, defaults, closure)
+    fn.__qualname__ = qualname
+    fn.__kwdefaults__ = kwdefaults
+    return fn
+
+
+def _function_reduction(fn: types.FunctionType):
+    closure_values = None
+    if fn.__closure__ is not None:
+        try:
+            closure_values = tuple(cell.cell_contents for cell in fn.__closure__)
+        except ValueError:  # an empty cell: a name assigned after the function was made
+            raise pickle.PicklingError(
+                f"cannot ship {fn.__qualname__}: it captures a variable that has no value yet"
+            ) from None
+    return (
+        _rebuild_function,
+        (PYTHON_TAG, _MAGIC, marshal.dumps(fn.__code__), fn.__name__, fn.__qualname__,
+         fn.__defaults__, fn.__kwdefaults__, closure_values),
+    )
+
+
+class _Pickler(pickle.Pickler):
+    # reducer_override is not consulted for str/int/tuple/list/dict..., so plain messages
+    # keep the C pickler's speed; only functions and other objects pass through here.
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is types.FunctionType and not _findable_by_reference(obj):
+            return _function_reduction(obj)
+        return NotImplemented
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "__main__":
+            # A class or function defined in a notebook or script: look in this node's own
+            # namespace, where such names live here.
+            namespace = node_namespace()
+            try:
+                target: Any = namespace[name.split(".")[0]]
+                for part in name.split(".")[1:]:
+                    target = getattr(target, part)
+                return target
+            except (KeyError, AttributeError):
+                raise pickle.UnpicklingError(
+                    f"{name} is not defined on this node: define it here too, or send data "
+                    "that only uses importable classes"
+                ) from None
+        return super().find_class(module, name)
+
+
+def dumps(obj: Any) -> bytes:
+    """Encode ``obj`` for another node; functions without an importable name travel as code."""
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
+def loads(data: bytes) -> Any:
+    """Decode what :func:`dumps` made, resolving shipped code in this node's namespace."""
+    return _Unpickler(io.BytesIO(data)).load()
+
+
+def import_function(module: str, function: str) -> Callable[..., Any]:
+    """Find ``module.function`` for the module/function/args forms of spawn and tasks.
+
+    ``module`` is first looked up in this node's namespace (a class ``Kate`` typed in kate's
+    notebook plays the part of a module defined in kate's iex), then imported.
+    """
+    namespace = node_namespace()
+    path = function.split(".")
+    if module == "__main__":
+        head, path = path[0], path[1:]
+        if head not in namespace:
+            raise NameError(f"name '{head}' is not defined on this node")
+        target: Any = namespace[head]
+    elif module.split(".")[0] in namespace:
+        parts = module.split(".")
+        target = namespace[parts[0]]
+        path = parts[1:] + path
+    else:
+        target = importlib.import_module(module)
+    for part in path:
+        target = getattr(target, part)
+    return target
+
+
+#: Names every node's namespace has, like the functions of Elixir's ``Kernel`` that iex
+#: has everywhere: a function shipped to a node can call ``send`` or ``receive`` there
+#: without that node importing them first.
+PRELUDE = (
+    "ANY", "Node", "Pid", "Process", "Ref", "demonitor", "exit", "flush", "group_leader",
+    "link", "make_ref", "monitor", "on", "receive", "register", "self", "send", "spawn",
+    "spawn_link", "spawn_monitor", "unlink", "unregister", "whereis",
+)
+
+
+def install_prelude(namespace: dict[str, Any]) -> None:
+    """Add the :data:`PRELUDE` names to ``namespace`` where it has none of its own."""
+    import nodelab
+
+    for name in PRELUDE:
+        namespace.setdefault(name, getattr(nodelab, name))

@@ -1,0 +1,593 @@
+"""Sending to another node: connections, the frames they carry, ticks and nodedown.
+
+Like the BEAM, a node connects to another the first time it needs to (a send, a spawn, a
+link, a ping) and keeps one TCP connection per peer. Messages from one process to another
+therefore travel in order over that one connection. Each connection has a reader thread
+that decodes frames and hands every message straight to its process's mailbox; the
+sending process writes its own frame to the socket, so a message crosses with a single
+thread handoff at each end.
+
+A peer that closes its connection (its OS process died, or it called ``Node.stop``) is
+noticed at once. A peer that goes silent (stopped, or the network is cut) is noticed when
+nothing arrived for ``tick_time`` seconds, although each side sends a tick every quarter of
+it. Then every local process linked to a process of that node gets an exit signal
+``"noconnection"``, every monitor a ``DOWN`` with ``"noconnection"``, every node monitor
+``("nodedown", node)``, and pending spawns and calls fail naming the node.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import threading
+import time
+from typing import Any
+
+from . import codec, frames, handshake, portmapper
+from . import processes as P
+from .errors import MessageTooLarge
+from .names import NodeName, parse_node_name, resolve_host
+from .pids import Pid, Ref, make_ref
+
+log = logging.getLogger("nodelab")
+
+SEND = 3  # body: serial u64 | creation u32 | pickled message
+SEND_NAMED = 4  # body: name length u8 | name | pickled message
+_SEND_HEADER = struct.Struct("!QI")
+
+CONNECT_TIMEOUT = 5.0
+HANDSHAKE_TIMEOUT = 5.0
+DEFAULT_TICK_TIME = 15.0
+
+
+class UndecodableMessage:
+    """Put in a mailbox instead of a message that could not be decoded on this node.
+
+    The message is not lost silently: the receiver sees why (e.g. a class that only the
+    sending node defines) and the raw bytes.
+    """
+
+    def __init__(self, error: str, data: bytes) -> None:
+        self.error = error
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"UndecodableMessage({self.error!r})"
+
+
+class Connection:
+    """One authenticated TCP connection to one peer node."""
+
+    def __init__(self, dist: Distribution, sock: socket.socket, peer: str,
+                 send_key: bytes, recv_key: bytes, peer_tag: str) -> None:
+        self.dist = dist
+        self.sock = sock
+        self.peer = peer
+        self.peer_tag = peer_tag
+        self.send_mac = frames.mac_state(send_key)
+        self.recv_mac = frames.mac_state(recv_key)
+        self.send_seq = 0
+        self.recv_seq = 0
+        self.write_lock = threading.Lock()
+        self.alive = True
+        now = time.monotonic()
+        self.last_recv = now
+        self.last_send = now
+        self.down_reason = "connection_closed"
+        self.reader = threading.Thread(target=self._read_loop, daemon=True,
+                                       name=f"nodelab reader {peer}")
+
+    def send_frame(self, kind: int, body: bytes, *, blocking: bool = True) -> bool:
+        if len(body) > frames.MAX_MESSAGE:
+            raise MessageTooLarge(
+                f"a message of {len(body)} bytes is larger than the limit of "
+                f"{frames.MAX_MESSAGE} bytes for {self.peer}: send a smaller message, or raise "
+                "NODELAB_MAX_MESSAGE on both nodes"
+            )
+        if not self.write_lock.acquire(blocking):
+            return False
+        try:
+            if not self.alive:
+                return False
+            frame = frames.encode(self.send_mac, self.send_seq, kind, body)
+            self.send_seq += 1
+            try:
+                self.sock.sendall(frame)
+            except OSError:
+                self.alive = False
+                return False
+            self.last_send = time.monotonic()
+            return True
+        finally:
+            self.write_lock.release()
+
+    def close(self, reason: str) -> None:
+        if self.alive:
+            self.down_reason = reason
+        self.alive = False
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _read_loop(self) -> None:
+        sock = self.sock
+        buffer = bytearray()
+        header = frames.HEADER
+        mac_size = frames.MAC_SIZE
+        limit = frames.MAX_MESSAGE + 1 + mac_size
+        try:
+            while True:
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                self.last_recv = time.monotonic()
+                buffer += data
+                offset = 0
+                size = len(buffer)
+                while size - offset >= 4:
+                    (length,) = frames.LENGTH.unpack_from(buffer, offset)
+                    if length > limit or length < 1 + mac_size:
+                        raise frames.FrameError(f"a frame of {length} bytes")
+                    if size - offset - 4 < length:
+                        break
+                    _, kind, mac = header.unpack_from(buffer, offset)
+                    body = bytes(buffer[offset + 4 + 1 + mac_size : offset + 4 + length])
+                    offset += 4 + length
+                    if frames.mac(self.recv_mac, self.recv_seq, kind, body) != mac:
+                        raise frames.FrameError("a frame whose MAC does not match")
+                    self.recv_seq += 1
+                    self.dist.dispatch(self, kind, body)
+                if offset:
+                    del buffer[:offset]
+        except frames.FrameError as error:
+            log.error("** Connection to %s closed: received %s **", self.peer, error)
+            self.down_reason = "bad_frame"
+        except Exception as error:  # noqa: BLE001 - a peer must never take this node down
+            log.error("** Connection to %s closed: %r **", self.peer, error)
+            self.down_reason = "bad_frame"
+        finally:
+            self.alive = False
+            try:
+                sock.close()
+            except OSError:
+                pass
+            self.dist.connection_down(self, self.down_reason)
+
+
+class Distribution:
+    """The distribution layer of one named node."""
+
+    def __init__(self, name: NodeName, cookie: str, *, tick_time: float | None = None,
+                 mapper_port: int | None = None) -> None:
+        self.name = name
+        self.full_name = str(name)
+        self.cookie = cookie
+        self.peer_cookies: dict[str, str] = {}
+        self.tick_time = float(tick_time or DEFAULT_TICK_TIME)
+        self.mapper_port = mapper_port
+        self.host_ip = resolve_host(name.host)
+        self.connections: dict[str, Connection] = {}
+        self.connecting: dict[str, threading.Event] = {}
+        self.connect_locks: dict[str, threading.Lock] = {}
+        self.lock = threading.Lock()
+        self.node_subscribers: set[Pid] = set()  # Node.monitor_nodes(True)
+        self.stopped = threading.Event()
+        bind_ip = "127.0.0.1" if not name.long else self.host_ip
+        self.listener = socket.socket(socket.AF_INET6 if ":" in bind_ip else socket.AF_INET)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((bind_ip, 0))
+        self.listener.listen(128)
+        self.port = self.listener.getsockname()[1]
+        self.registration: Any = None
+
+    # --- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Register the name with this host's port mapper and start accepting peers."""
+        portmapper.ensure_portmapper("127.0.0.1", self.mapper_port)
+        try:
+            self.registration = portmapper.register(
+                self.name.name, self.port, mapper_port=self.mapper_port, full_name=self.full_name)
+        except BaseException:
+            self.listener.close()
+            raise
+        threading.Thread(target=self._accept_loop, daemon=True, name="nodelab acceptor").start()
+        threading.Thread(target=self._tick_loop, daemon=True, name="nodelab ticker").start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        for conn in list(self.connections.values()):
+            conn.close("connection_closed")
+        for conn in list(self.connections.values()):
+            conn.reader.join(timeout=2)
+        if self.registration is not None:
+            self.registration.close()
+
+    # --- connecting -------------------------------------------------------------------
+
+    def cookie_for(self, node: str) -> str:
+        return self.peer_cookies.get(node, self.cookie)
+
+    def connection(self, node: str, *, connect: bool = True) -> Connection | None:
+        conn = self.connections.get(node)
+        if conn is not None and conn.alive:
+            return conn
+        if not connect or node == self.full_name or self.stopped.is_set():
+            return None
+        return self.connect(node)
+
+    def connect(self, node: str) -> Connection | None:
+        """Connect to ``node`` (or return the live connection); None when it cannot be reached."""
+        try:
+            target = parse_node_name(node)
+        except ValueError as error:
+            log.error("** Cannot connect to %r: %s **", node, error)
+            return None
+        if target.long != self.name.long:
+            log.error("** Cannot connect %s to %s: a node with a %s name only talks to nodes "
+                      "with %s names (use --%s) **", self.full_name, node,
+                      "long" if self.name.long else "short", "long" if self.name.long else "short",
+                      "name" if self.name.long else "sname")
+            return None
+        with self.lock:
+            lock = self.connect_locks.setdefault(node, threading.Lock())
+        with lock:
+            conn = self.connections.get(node)
+            if conn is not None and conn.alive:
+                return conn
+            event = threading.Event()
+            self.connecting[node] = event
+            try:
+                return self._dial(target, node)
+            finally:
+                self.connecting.pop(node, None)
+                event.set()
+
+    def _dial(self, target: NodeName, node: str) -> Connection | None:
+        try:
+            host_ip = resolve_host(target.host)
+        except (OSError, ValueError):
+            return None
+        port = portmapper.lookup(target.name, host_ip, self.mapper_port)
+        if port is None:
+            return None
+        try:
+            sock = socket.create_connection((host_ip, port), timeout=CONNECT_TIMEOUT)
+        except OSError:
+            return None
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(HANDSHAKE_TIMEOUT)
+            status, peer_tag, send_key, recv_key = handshake.initiate(
+                sock, self.cookie_for(node), self.full_name, node, codec.PYTHON_TAG)
+        except (OSError, handshake.HandshakeError):
+            sock.close()
+            return None
+        if status == handshake.NOK:
+            # Both nodes dialled at once; the peer's connection to us wins. Wait for it.
+            sock.close()
+            deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+            while time.monotonic() < deadline:
+                conn = self.connections.get(node)
+                if conn is not None and conn.alive:
+                    return conn
+                time.sleep(0.002)
+            return None
+        if status != handshake.OK:
+            sock.close()
+            return None
+        sock.settimeout(None)
+        return self._establish(sock, node, send_key, recv_key, peer_tag)
+
+    def _establish(self, sock: socket.socket, node: str, send_key: bytes, recv_key: bytes,
+                   peer_tag: str) -> Connection:
+        conn = Connection(self, sock, node, send_key, recv_key, peer_tag)
+        with self.lock:
+            old = self.connections.get(node)
+            self.connections[node] = conn
+        if old is not None:
+            old.close("connection_closed")
+        conn.reader.start()
+        for subscriber in list(self.node_subscribers):
+            P.send(subscriber, ("nodeup", node))
+        return conn
+
+    def _accept_loop(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handshake_incoming, args=(sock,), daemon=True,
+                             name="nodelab handshake").start()
+
+    def _handshake_incoming(self, sock: socket.socket) -> None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(HANDSHAKE_TIMEOUT)
+            hello = handshake.read_hello(sock)
+            try:
+                peer = parse_node_name(hello.name)
+            except ValueError:
+                handshake.refuse(sock, handshake.NOT_ALLOWED)
+                raise handshake.HandshakeError("invalid node name") from None
+            node = str(peer)
+            if node == self.full_name or peer.long != self.name.long:
+                handshake.refuse(sock, handshake.NOT_ALLOWED)
+                raise handshake.HandshakeError("not allowed")
+            if node in self.connecting and self.full_name < node:
+                handshake.refuse(sock, handshake.NOK)
+                sock.close()
+                return
+            try:
+                send_key, recv_key = handshake.accept(
+                    sock, self.cookie_for(node), self.full_name, hello, codec.PYTHON_TAG)
+            except handshake.HandshakeError as error:
+                if str(error) == "invalid challenge reply":
+                    log.error("** Connection attempt from node %s rejected. Invalid challenge "
+                              "reply. **", node)
+                raise
+            sock.settimeout(None)
+            self._establish(sock, node, send_key, recv_key, hello.python_tag)
+        except (OSError, handshake.HandshakeError):
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    # --- ticks and nodedown -------------------------------------------------------------
+
+    def _tick_loop(self) -> None:
+        while not self.stopped.wait(self.tick_time / 4):
+            now = time.monotonic()
+            for conn in list(self.connections.values()):
+                if now - conn.last_recv > self.tick_time:
+                    log.error("** Node %s not responding **\n** Removing (timedout) connection **",
+                              conn.peer)
+                    conn.close("net_tick_timeout")
+                elif now - conn.last_send >= self.tick_time / 4:
+                    conn.send_frame(frames.TICK, b"", blocking=False)
+
+    def connection_down(self, conn: Connection, reason: str) -> None:
+        """Tell every local process that cared about ``conn.peer`` that it is gone."""
+        node = conn.peer
+        with self.lock:
+            if self.connections.get(node) is conn:
+                del self.connections[node]
+            else:
+                return  # a newer connection replaced this one
+        for proc in list(P.runtime.processes.values()):
+            for pid in [p for p in proc.links if p.node == node]:
+                P.deliver_exit(proc, pid, P.NOCONNECTION, linked=True)
+            for ref, target in list(proc.watching.items()):
+                target_node = target.node if isinstance(target, Pid) else (
+                    target[1] if isinstance(target, tuple) else None)
+                if target_node == node and proc.watching.pop(ref, None) is not None:
+                    proc.mailbox.put(("DOWN", ref, "process", target, P.NOCONNECTION))
+            for ref in [r for r, w in proc.watchers.items() if w.node == node]:
+                proc.watchers.pop(ref, None)
+        with P.runtime.lock:
+            fired = [(r, pid) for r, (pid, n) in P.runtime.node_watchers.items() if n == node]
+            for ref, _ in fired:
+                del P.runtime.node_watchers[ref]
+        for _, pid in fired:
+            P.send(pid, ("nodedown", node))
+        for subscriber in list(self.node_subscribers):
+            P.send(subscriber, ("nodedown", node))
+
+    # --- sending ----------------------------------------------------------------------
+
+    def send(self, pid: Pid, message: Any) -> None:
+        conn = self.connection(pid.node)
+        if conn is None:
+            return
+        body = _SEND_HEADER.pack(pid.serial, pid.creation) + _encode_message(message, pid.node)
+        conn.send_frame(SEND, body)
+
+    def send_named(self, name: str, node: str, message: Any, sender: Pid) -> None:
+        conn = self.connection(node)
+        if conn is None:
+            return
+        raw = name.encode()
+        if len(raw) > 255:
+            raise ValueError(f"registered name {name!r} is too long (255 bytes at most)")
+        conn.send_frame(SEND_NAMED, bytes((len(raw),)) + raw + _encode_message(message, node))
+
+    def control(self, node: str, op: tuple, *, connect: bool = True) -> bool:
+        """Send a control operation (link, exit, monitor, spawn, ...) to ``node``."""
+        conn = self.connection(node, connect=connect)
+        if conn is None:
+            return False
+        return conn.send_frame(frames.DATA, codec.dumps(op))
+
+    def request(self, node: str, op_builder: Any, timeout: float) -> Any:
+        """Send a request that the peer answers with a reply tagged by a fresh ref.
+
+        Returns the reply's value, or raises ``ConnectionError`` when the node cannot be
+        reached or goes down first.
+        """
+        me = P.current()
+        ref = make_ref()
+        conn = self.connection(node)
+        if conn is None or not conn.send_frame(frames.DATA, codec.dumps(op_builder(ref, me.pid))):
+            raise ConnectionError(node)
+        watch = make_ref()
+        with P.runtime.lock:
+            P.runtime.node_watchers[watch] = (me.pid, node)
+        try:
+            return P.receive(
+                P.on(("$reply", ref, P.ANY), lambda m: m[2]),
+                P.on(("nodedown", node), _raise_connection_error(node)),
+                timeout=timeout,
+            )
+        finally:
+            with P.runtime.lock:
+                P.runtime.node_watchers.pop(watch, None)
+
+    # --- receiving --------------------------------------------------------------------
+
+    def dispatch(self, conn: Connection, kind: int, body: bytes) -> None:
+        if kind == SEND:
+            serial, creation = _SEND_HEADER.unpack_from(body)
+            proc = P.runtime.processes.get(serial)
+            if proc is not None and proc.pid.creation == creation:
+                proc.mailbox.put(_decode_message(body, _SEND_HEADER.size))
+        elif kind == SEND_NAMED:
+            size = body[0]
+            name = body[1 : 1 + size].decode("utf-8", "replace")
+            proc = P.runtime.registry.get(name)
+            if proc is not None:
+                proc.mailbox.put(_decode_message(body, 1 + size))
+        elif kind == frames.DATA:
+            try:
+                op = codec.loads(body)
+            except Exception as error:  # noqa: BLE001
+                log.error("** %s sent a control message this node cannot decode: %r **",
+                          conn.peer, error)
+                return
+            handler = _HANDLERS.get(op[0]) if type(op) is tuple and op else None
+            if handler is None:
+                raise frames.FrameError(f"an unknown control message {op!r:.80}")
+            handler(self, conn, *op[1:])
+        elif kind != frames.TICK:
+            raise frames.FrameError(f"a frame of unknown kind {kind}")
+
+
+def _raise_connection_error(node: str) -> Any:
+    def fail(_message: Any) -> Any:
+        raise ConnectionError(node)
+    return fail
+
+
+def _encode_message(message: Any, node: str) -> bytes:
+    try:
+        return codec.dumps(message)
+    except Exception as error:
+        raise TypeError(f"cannot send {message!r:.80} to {node}: {error}") from None
+
+
+def _decode_message(body: bytes, offset: int) -> Any:
+    try:
+        return codec.loads(memoryview(body)[offset:])
+    except Exception as error:  # noqa: BLE001 - the receiver learns of it, the link survives
+        return UndecodableMessage(str(error), body[offset:])
+
+
+# --- control operations from a peer ---------------------------------------------------------
+
+def _on_link(dist: Distribution, conn: Connection, sender: Pid, target: Pid) -> None:
+    proc = P.lookup(target)
+    if proc is None or proc.status != "running":
+        dist.control(conn.peer, ("exit", target, sender, P.NOPROC), connect=False)
+    else:
+        proc.links.add(sender)
+
+
+def _on_unlink(dist: Distribution, conn: Connection, sender: Pid, target: Pid) -> None:
+    proc = P.lookup(target)
+    if proc is not None:
+        proc.links.discard(sender)
+
+
+def _on_exit(dist: Distribution, conn: Connection, sender: Pid, target: Pid, reason: Any) -> None:
+    P.deliver_exit(P.lookup(target), sender, reason, linked=True)
+
+
+def _on_exit2(dist: Distribution, conn: Connection, sender: Pid, target: Pid, reason: Any) -> None:
+    P.deliver_exit(P.lookup(target), sender, reason, linked=False)
+
+
+def _on_monitor(dist: Distribution, conn: Connection, watcher: Pid, target: Any, ref: Ref) -> None:
+    if isinstance(target, tuple):
+        proc = P.runtime.registry.get(target[0])
+    else:
+        proc = P.lookup(target)
+    with P.runtime.lock:
+        if proc is None or proc.status != "running":
+            dist.control(conn.peer, ("down", target, watcher, ref, P.NOPROC), connect=False)
+        else:
+            proc.watchers[ref] = watcher
+
+
+def _on_demonitor(dist: Distribution, conn: Connection, watcher: Pid, target: Any,
+                  ref: Ref) -> None:
+    proc = P.runtime.registry.get(target[0]) if isinstance(target, tuple) else P.lookup(target)
+    if proc is not None:
+        proc.watchers.pop(ref, None)
+
+
+def _on_down(dist: Distribution, conn: Connection, target: Any, watcher: Pid, ref: Ref,
+             reason: Any) -> None:
+    P.notify_down(watcher, ref, target, reason)
+
+
+def _on_spawn(dist: Distribution, conn: Connection, ref: Ref, caller: Pid,
+              group_leader: Pid | None, linked: bool, blob: bytes) -> None:
+    try:
+        pid = P.start_process(_run_shipped, (blob,), group_leader=group_leader,
+                              link_to=caller if linked else None)
+        result: Any = pid
+    except Exception as error:  # noqa: BLE001
+        result = ("error", repr(error))
+    dist.control(conn.peer, ("spawn_reply", ref, caller, result, linked), connect=False)
+
+
+def _run_shipped(blob: bytes) -> None:
+    # Decoded in the new process, so a function that cannot be rebuilt here (another
+    # Python version, a module this node lacks) becomes this process's crash reason,
+    # which reaches the linked caller.
+    payload = codec.loads(blob)
+    if payload[0] == "mfa":
+        _, module, function, args = payload
+        codec.import_function(module, function)(*args)
+    else:
+        _, fn, args = payload
+        fn(*args)
+
+
+def _on_spawn_reply(dist: Distribution, conn: Connection, ref: Ref, caller: Pid, result: Any,
+                    linked: bool) -> None:
+    proc = P.lookup(caller)
+    if proc is None:
+        if linked and isinstance(result, Pid):
+            dist.control(conn.peer, ("exit", caller, result, P.NOPROC), connect=False)
+        return
+    if linked and isinstance(result, Pid):
+        # Recorded here, in frame order, so an exit signal that follows is not missed.
+        proc.links.add(result)
+    proc.mailbox.put(("$reply", ref, result))
+
+
+def _on_info(dist: Distribution, conn: Connection, ref: Ref, caller: Pid, target: Pid) -> None:
+    dist.control(conn.peer, ("reply", ref, caller, P.info(target)), connect=False)
+
+
+def _on_reply(dist: Distribution, conn: Connection, ref: Ref, caller: Pid, value: Any) -> None:
+    proc = P.lookup(caller)
+    if proc is not None:
+        proc.mailbox.put(("$reply", ref, value))
+
+
+_HANDLERS = {
+    "link": _on_link,
+    "unlink": _on_unlink,
+    "exit": _on_exit,
+    "exit2": _on_exit2,
+    "monitor": _on_monitor,
+    "demonitor": _on_demonitor,
+    "down": _on_down,
+    "spawn": _on_spawn,
+    "spawn_reply": _on_spawn_reply,
+    "info": _on_info,
+    "reply": _on_reply,
+}

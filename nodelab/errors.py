@@ -1,0 +1,82 @@
+"""Errors that nodelab raises, each with a message that says what to do next."""
+
+from __future__ import annotations
+
+
+class NodelabError(RuntimeError):
+    """Base class of the errors nodelab raises on purpose."""
+
+
+class NotAlive(NodelabError):
+    """This OS process is not a named node yet, and the call needs one."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what} needs a named node: start one first with Node.start('alex') "
+            "(or %node --sname alex in a notebook)"
+        )
+
+
+class AlreadyAlive(NodelabError):
+    """Node.start was called on a process that is already a named node."""
+
+
+class NoConnection(NodelabError):
+    """A node could not be reached, or the connection to it went down."""
+
+    def __init__(self, node: str, detail: str = "") -> None:
+        self.node = node
+        text = f"no connection to {node}"
+        if detail:
+            text += f" ({detail})"
+        super().__init__(text)
+
+
+class MessageTooLarge(NodelabError):
+    """A message is bigger than the frame size limit of a connection."""
+
+
+class CodeVersionMismatch(NodelabError):
+    """A shipped function was compiled by another Python version than the one that runs it."""
+
+
+class ProcessExit(BaseException):
+    """Raised inside a process to end it with ``reason``.
+
+    ``exit(self(), reason)`` raises it, and so does an exit signal that reaches a process
+    which does not trap exits. It derives from ``BaseException`` so that a process's own
+    ``except Exception:`` does not swallow its death, as on the BEAM, where an exit signal
+    cannot be caught by ``try/rescue``.
+    """
+
+    def __init__(self, reason: object, origin: object = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.origin = origin
+
+    def __str__(self) -> str:
+        return f"process exited with reason: {format_reason(self.reason)}"
+
+
+def format_reason(reason: object) -> str:
+    """Print an exit reason the way an Elixir engineer would read it."""
+    if isinstance(reason, str):
+        return reason
+    return repr(reason)
+
+
+def format_exit(reason: object) -> str:
+    """Explain an exit reason in words, like Elixir's ``Exception.format_exit/1``."""
+    if reason == "noconnection":
+        return "no connection"
+    if reason == "noproc":
+        return ("no process: the process is not alive or there's no process currently "
+                "associated with the given name")
+    if reason == "killed":
+        return "killed"
+    if isinstance(reason, tuple) and len(reason) == 2 and reason[0] == "nodedown":
+        return f"no connection to {reason[1]}"
+    text = getattr(reason, "explain", None)
+    if callable(text):
+        return text()
+    return format_reason(reason)

@@ -1,0 +1,203 @@
+"""Group leaders: where a process's ``print`` goes.
+
+On the BEAM every process has a *group leader*, a process that performs its I/O. A
+process spawned with ``spawn``/``spawn_link`` — on this node or on another one — inherits
+the group leader of the process that spawned it. That is why ``Kate.say_name()`` run on
+kate by ``Node.spawn_link`` from alex prints on alex: the text travels back to alex's
+group leader. nodelab does the same with Python's ``print``:
+
+* :class:`OutputRouter` replaces ``sys.stdout``. Text printed by a nodelab process goes to
+  that process's group leader, wherever it lives; text printed by any other thread goes to
+  the stream that was there before.
+* The write is *synchronous*: ``print`` returns after the group leader wrote the text, so
+  output keeps its order even when it crosses nodes.
+* A group leader is an ordinary process (:func:`start_group_leader`) that answers
+  ``("io_request", from, ref, ("put_chars", stream, text))`` with ``("io_reply", ref, "ok")``.
+  A notebook makes one per cell so output lands in the cell that started the work.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from . import processes as P
+from .pids import Pid, make_ref
+
+Writer = Callable[[str, str], None]  # (stream name, text)
+
+#: Group leaders of this node whose writer can be called directly by a local printer.
+_direct_writers: dict[int, Writer] = {}
+_install_lock = threading.Lock()
+
+IO_TIMEOUT = 10.0
+
+
+def start_group_leader(write: Writer, *, name: str | None = None) -> Pid:
+    """Start a group leader process that hands each piece of output to ``write``."""
+
+    def serve() -> None:
+        while True:
+            message = P.receive()
+            if type(message) is tuple and len(message) == 4 and message[0] == "io_request":
+                _, sender, ref, request = message
+                reply = _perform(write, request)
+                if sender is not None:
+                    P.send(sender, ("io_reply", ref, reply))
+            elif message == "stop":
+                return
+
+    pid = P.start_process(serve, (), group_leader=None, name=name)
+    _direct_writers[pid.serial] = write
+    return pid
+
+
+def stop_group_leader(pid: Pid) -> None:
+    _direct_writers.pop(pid.serial, None)
+    P.send(pid, "stop")
+
+
+def _perform(write: Writer, request: Any) -> Any:
+    if type(request) is tuple and len(request) == 3 and request[0] == "put_chars":
+        _, stream, text = request
+        try:
+            write(stream, str(text))
+        except Exception as error:  # noqa: BLE001 - the printer gets the error, not the leader
+            return ("error", repr(error))
+        return "ok"
+    return ("error", "request")
+
+
+def put_chars(group_leader: Pid, text: str, stream: str = "stdout") -> None:
+    """Write ``text`` through ``group_leader`` and wait until it is written."""
+    if group_leader.is_local:
+        write = _direct_writers.get(group_leader.serial)
+        if write is not None and P.lookup(group_leader) is not None:
+            write(stream, text)
+            return
+    ref = make_ref()
+    watch = P.monitor(group_leader)
+    P.send(group_leader, ("io_request", P.self(), ref, ("put_chars", stream, text)))
+    reply = P.receive(
+        P.on(("io_reply", ref, P.ANY), lambda m: m[2]),
+        P.on(("DOWN", watch, "process", P.ANY, P.ANY), lambda m: ("error", m[4])),
+        timeout=IO_TIMEOUT, after=("error", "timeout"),
+    )
+    P.demonitor(watch, flush=True)
+    if reply != "ok":
+        # The group leader is gone (its node went down): keep the text, print it here.
+        fallback = sys.__stdout__ if stream == "stdout" else sys.__stderr__
+        if fallback is not None:
+            fallback.write(text)
+            fallback.flush()
+
+
+class OutputRouter(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` replacement that sends a process's text to its group leader.
+
+    Only ``stdout`` is routed (like the BEAM's ``:stdio``); ``stderr`` stays on the node
+    where the process runs, like ``:standard_error``.
+    """
+
+    def __init__(self, underlying: Any, stream: str = "stdout") -> None:
+        super().__init__()
+        self.underlying = underlying
+        self.stream = stream
+        self._pending: dict[int, list[str]] = {}
+
+    def _route(self) -> tuple[P.LocalProcess, Pid] | None:
+        proc = P.current_or_none()
+        if proc is None or proc.status == "exited":
+            return None
+        gl = proc.group_leader
+        if gl is None:
+            return None
+        return proc, gl
+
+    def write(self, text: str) -> int:
+        route = self._route()
+        if route is None:
+            return self.underlying.write(text)
+        proc, gl = route
+        if gl.is_local and gl.serial in _direct_writers:
+            put_chars(gl, text, self.stream)
+            return len(text)
+        # Remote leader: send whole lines, so print("a", "b") costs one round trip, not four.
+        pending = self._pending.setdefault(proc.pid.serial, [])
+        pending.append(text)
+        if "\n" in text:
+            self._send_pending(proc, gl)
+        return len(text)
+
+    def _send_pending(self, proc: P.LocalProcess, gl: Pid) -> None:
+        pending = self._pending.pop(proc.pid.serial, None)
+        if pending:
+            put_chars(gl, "".join(pending), self.stream)
+
+    def flush(self) -> None:
+        route = self._route()
+        if route is not None:
+            self._send_pending(*route)
+        try:
+            self.underlying.flush()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def flush_process(self, proc: P.LocalProcess) -> None:
+        """Send what ``proc`` printed without a final newline (called as it exits)."""
+        if proc.group_leader is not None and proc.pid.serial in self._pending:
+            self._send_pending(proc, proc.group_leader)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.underlying, name)
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.underlying, "encoding", "utf-8")
+
+    def isatty(self) -> bool:
+        return bool(getattr(self.underlying, "isatty", lambda: False)())
+
+    def fileno(self) -> int:
+        return self.underlying.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+
+def install_router() -> None:
+    """Route ``print`` of nodelab processes through their group leaders (idempotent).
+
+    Also starts this node's default group leader, which writes to the ``sys.stdout`` that
+    was in place — a terminal for a headless node or a shell.
+    """
+    with _install_lock:
+        if not isinstance(sys.stdout, OutputRouter):
+            sys.stdout = OutputRouter(sys.stdout)
+        leader = P.runtime.default_group_leader
+        if leader is None or P.lookup(leader) is None:
+            router = sys.stdout
+
+            def write_to_node_output(stream: str, text: str) -> None:
+                target = router.underlying if stream == "stdout" else (sys.stderr or sys.__stderr__)
+                target.write(text)
+                target.flush()
+
+            P.runtime.default_group_leader = start_group_leader(write_to_node_output)
+
+
+def set_node_output(write: Writer) -> Pid:
+    """Replace this node's default group leader (what its own processes print goes to ``write``)."""
+    install_router()
+    old = P.runtime.default_group_leader
+    new = start_group_leader(write)
+    P.runtime.default_group_leader = new
+    for proc in list(P.runtime.processes.values()):
+        if proc.group_leader == old:
+            proc.group_leader = new
+    if old is not None:
+        stop_group_leader(old)
+    return new

@@ -1,0 +1,386 @@
+"""``Node``: this OS process as a named node, and the nodes it talks to.
+
+``Node.start("alex")`` makes this process the node ``alex@localhost`` — the analogue of
+``iex --sname alex@localhost``. From then on its processes can reach processes of other
+nodes by PID or by ``(name, node)``, and spawn processes there with ``Node.spawn_link``.
+Nodes only connect when they share a cookie (``cookie=`` or the user's cookie file).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import types
+from collections.abc import Callable
+from typing import Any
+
+from . import codec, pids
+from . import processes as P
+from .cookie import read_or_create_cookie, validate_cookie
+from .distribution import Distribution
+from .errors import AlreadyAlive, NodelabError, NotAlive
+from .group_leader import install_router
+from .names import parse_node_name
+from .pids import NO_NODE, Pid, Ref, make_ref
+
+log = logging.getLogger("nodelab")
+_start_lock = threading.Lock()
+
+SPAWN_TIMEOUT = 10.0
+
+
+def _configure_logging() -> None:
+    # The BEAM prints its connection errors on the node's console; so do we, once.
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.emit = _emit_to_error_sink(handler)  # type: ignore[method-assign]
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def _emit_to_error_sink(handler: logging.Handler) -> Callable[[logging.LogRecord], None]:
+    def emit(record: logging.LogRecord) -> None:
+        try:
+            P.runtime.error_sink("[error] " + handler.format(record)
+                                 if record.levelno >= logging.ERROR else handler.format(record))
+        except Exception:  # noqa: BLE001
+            pass
+    return emit
+
+
+def _function_name(target: Any) -> str:
+    if isinstance(target, types.ModuleType):
+        return target.__name__
+    if isinstance(target, type):
+        if target.__module__ in ("__main__", "builtins"):
+            return target.__qualname__
+        return f"{target.__module__}.{target.__qualname__}"
+    if isinstance(target, str):
+        return target
+    raise TypeError(
+        f"{target!r} is not a module: pass a function, or a module (or its name) with a "
+        "function name and a list of arguments, like Node.spawn(node, 'Kate', 'say_name', [])"
+    )
+
+
+def _shipment(fn_or_module: Any, fun: str | None, args: Any) -> tuple:
+    if fun is None:
+        if not callable(fn_or_module):
+            raise TypeError(f"{fn_or_module!r} is not a function: pass a function or a lambda")
+        return ("fn", fn_or_module, tuple(args or ()))
+    return ("mfa", _function_name(fn_or_module), fun, list(args or ()))
+
+
+class Node:
+    """Functions about nodes, named like Elixir's ``Node`` module."""
+
+    @staticmethod
+    def start(name: str, cookie: str | None = None, *, tick_time: float | None = None,
+              namespace: dict[str, Any] | None = None, app: str | None = None) -> str:
+        """Make this OS process the node ``name`` and return its full name.
+
+        ``"alex"`` is the short name ``alex@localhost`` (loopback only, no DNS needed);
+        ``"alex@192.0.2.10"`` a long name, reachable from other hosts at that address.
+        ``cookie`` defaults to the one in the user's cookie file (``~/.nodelab/cookie``,
+        made on first use, mode 0600). ``tick_time`` (seconds, default 15, or
+        ``NODELAB_TICK_TIME``) bounds how long a silent peer goes unnoticed.
+        ``namespace`` is where functions shipped to this node find their global names
+        (default: ``__main__``'s, or the notebook's). ``app`` starts an application once the
+        node is up, like ``iex --sname alex -S mix`` (e.g. ``app="chat"``).
+        """
+        node_name = parse_node_name(name)
+        cookie = validate_cookie(cookie) if cookie is not None else read_or_create_cookie()
+        if tick_time is None:
+            tick_time = float(os.environ.get("NODELAB_TICK_TIME", "15"))
+        with _start_lock:
+            dist = P.runtime.distribution
+            if dist is not None:
+                raise AlreadyAlive(
+                    f"this process is already the node {dist.full_name}: one OS process is one "
+                    "node, so call Node.stop() first, or start another node in another process"
+                )
+            if namespace is not None:
+                codec.set_namespace_provider(lambda: namespace)
+            codec.install_prelude(codec.node_namespace())
+            _configure_logging()
+            install_router()
+            dist = Distribution(node_name, cookie, tick_time=tick_time)
+            dist.start()  # raises NameInUse when another node has the name
+            P.runtime.distribution = dist
+            _rename_local_pids(dist.full_name)
+            for proc in list(P.runtime.processes.values()):
+                if proc.is_shell and proc.group_leader is None:
+                    proc.group_leader = P.runtime.default_group_leader
+        if app is not None:
+            from .otp.application import Application
+
+            Application.ensure_all_started(app)
+        return dist.full_name
+
+    @staticmethod
+    def stop() -> str:
+        """Stop being a named node: close every connection and free the name. Returns "ok"."""
+        with _start_lock:
+            dist = P.runtime.distribution
+            if dist is None:
+                return "ok"
+            P.runtime.distribution = None
+            dist.stop()
+            _rename_local_pids(NO_NODE)
+            return "ok"
+
+    @staticmethod
+    def self() -> str:
+        """This node's name, or ``"nonode@nohost"`` when it is not a named node."""
+        return pids.local_node()
+
+    @staticmethod
+    def alive() -> bool:
+        """True when this process is a named node (Elixir's ``Node.alive?``)."""
+        return P.runtime.distribution is not None
+
+    @staticmethod
+    def list() -> list[str]:
+        """The nodes this node is connected to."""
+        dist = P.runtime.distribution
+        if dist is None:
+            return []
+        return sorted(name for name, conn in dist.connections.items() if conn.alive)
+
+    @staticmethod
+    def connect(node: str) -> bool | str:
+        """Connect to ``node``; True on success, False when it cannot be reached or the
+        cookies differ, ``"ignored"`` when this process is not a named node."""
+        dist = P.runtime.distribution
+        if dist is None:
+            return "ignored"
+        if node == dist.full_name:
+            return True
+        return dist.connect(node) is not None
+
+    @staticmethod
+    def disconnect(node: str) -> bool:
+        """Close the connection to ``node``; both sides see it go down."""
+        dist = P.runtime.distribution
+        conn = dist.connections.get(node) if dist is not None else None
+        if conn is None:
+            return False
+        conn.close("disconnect")
+        conn.reader.join(timeout=2)
+        return True
+
+    @staticmethod
+    def ping(node: str) -> str:
+        """``"pong"`` when ``node`` answers (connecting if needed), else ``"pang"``."""
+        dist = P.runtime.distribution
+        if dist is None:
+            return "pang"
+        if node == dist.full_name:
+            return "pong"
+        return "pong" if dist.connection(node) is not None else "pang"
+
+    @staticmethod
+    def set_cookie(node_or_cookie: str, cookie: str | None = None) -> bool:
+        """``Node.set_cookie(cookie)`` changes this node's cookie;
+        ``Node.set_cookie(node, cookie)`` the one used with ``node`` only."""
+        dist = P.runtime.distribution
+        if dist is None:
+            raise NotAlive("Node.set_cookie")
+        if cookie is None:
+            dist.cookie = validate_cookie(node_or_cookie)
+        else:
+            dist.peer_cookies[node_or_cookie] = validate_cookie(cookie)
+        return True
+
+    @staticmethod
+    def get_cookie() -> str | None:
+        dist = P.runtime.distribution
+        return dist.cookie if dist is not None else None
+
+    @staticmethod
+    def monitor(node: str, flag: bool = True) -> bool:
+        """Receive ``("nodedown", node)`` once when ``node`` goes down (Erlang's monitor_node).
+
+        Connects first; if ``node`` cannot be reached, ``("nodedown", node)`` arrives at once.
+        ``Node.monitor(node, False)`` removes the caller's monitors of ``node``.
+        """
+        me = P.current()
+        with P.runtime.lock:
+            if not flag:
+                for ref in [r for r, (p, n) in P.runtime.node_watchers.items()
+                            if p == me.pid and n == node]:
+                    del P.runtime.node_watchers[ref]
+                return True
+        dist = P.runtime.distribution
+        if dist is None or dist.connection(node) is None:
+            me.mailbox.put(("nodedown", node))
+            return True
+        with P.runtime.lock:
+            P.runtime.node_watchers[make_ref()] = (me.pid, node)
+        if dist.connection(node, connect=False) is None:  # it went down meanwhile
+            me.mailbox.put(("nodedown", node))
+        return True
+
+    @staticmethod
+    def monitor_nodes(flag: bool = True) -> bool:
+        """Receive ``("nodeup", node)`` and ``("nodedown", node)`` for every node."""
+        dist = P.runtime.distribution
+        if dist is None:
+            raise NotAlive("Node.monitor_nodes")
+        if flag:
+            dist.node_subscribers.add(P.self())
+        else:
+            dist.node_subscribers.discard(P.self())
+        return True
+
+    @staticmethod
+    def spawn(node: str, fn_or_module: Any, fun: str | None = None, args: Any = None) -> Pid:
+        """Start a process on ``node`` and return its PID.
+
+        ``Node.spawn(node, lambda: Kate.say_name())`` ships the function: its global names
+        are looked up on ``node``. ``Node.spawn(node, "Kate", "say_name", [])`` names a
+        module (or a class of the node's namespace), a function and its arguments.
+        The new process's group leader is the caller's, so what it prints appears here.
+        """
+        return _spawn_on(node, _shipment(fn_or_module, fun, args), link=False)
+
+    @staticmethod
+    def spawn_link(node: str, fn_or_module: Any, fun: str | None = None, args: Any = None) -> Pid:
+        """Like :meth:`spawn`, and link the new process to the caller.
+
+        If ``node`` cannot be reached, a placeholder PID is returned and the caller receives
+        an exit signal ``"noconnection"`` — as on the BEAM.
+        """
+        return _spawn_on(node, _shipment(fn_or_module, fun, args), link=True)
+
+
+def _rename_local_pids(name: str) -> None:
+    pids._set_local_node(name, pids.local_creation())
+    for proc in list(P.runtime.processes.values()):
+        proc.pid.node = name
+
+
+def _spawn_on(node: str, shipment: tuple, *, link: bool) -> Pid:
+    if node in (pids.local_node(), NO_NODE):
+        payload = shipment
+        if payload[0] == "mfa":
+            fn = codec.import_function(payload[1], payload[2])
+            args: tuple = tuple(payload[3])
+        else:
+            fn, args = payload[1], payload[2]
+        return P.spawn_link(fn, *args) if link else P.spawn(fn, *args)
+    parse_node_name(node)
+    dist = P.runtime.distribution
+    if dist is None:
+        raise NotAlive(f"Node.spawn{'_link' if link else ''} to {node}")
+    me = P.current()
+    blob = codec.dumps(shipment)
+    try:
+        result = dist.request(
+            node, lambda ref, caller: ("spawn", ref, caller, me.group_leader, link, blob),
+            timeout=SPAWN_TIMEOUT)
+    except (ConnectionError, TimeoutError):
+        placeholder = P.runtime.new_pid()
+        what = shipment[1] if shipment[0] == "fn" else f"{shipment[1]}.{shipment[2]}"
+        log.error("** Can not start %r on %s **", what, node)
+        if link:
+            me.links.add(placeholder)
+            P.deliver_exit(me, placeholder, P.NOCONNECTION, linked=True)
+        return placeholder
+    if not isinstance(result, Pid):
+        raise NodelabError(f"{node} could not start the process: {result[1]}")
+    return result
+
+
+class Process:
+    """Functions about processes, named like Elixir's ``Process`` module."""
+
+    @staticmethod
+    def flag(flag: str, value: Any) -> Any:
+        """Set a process flag and return its old value. ``"trap_exit"`` is the one that
+        matters: with it, exit signals arrive as ``("EXIT", pid, reason)`` messages."""
+        if flag != "trap_exit":
+            raise ValueError(f"unknown process flag {flag!r}: nodelab knows 'trap_exit'")
+        me = P.current()
+        old, me.trap_exit = me.trap_exit, bool(value)
+        return old
+
+    @staticmethod
+    def info(pid: Pid) -> dict[str, Any] | None:
+        """A dict about ``pid`` (status, message_queue_len, links, group_leader, ...), on
+        any node; None when it is not alive."""
+        if pid.is_local:
+            return P.info(pid)
+        dist = P.runtime.distribution
+        if dist is None:
+            return None
+        try:
+            return dist.request(pid.node, lambda ref, caller: ("info", ref, caller, pid), 5.0)
+        except (ConnectionError, TimeoutError):
+            return None
+
+    @staticmethod
+    def alive(pid: Pid) -> bool:
+        """True when ``pid`` is a live process (Elixir's ``Process.alive?``)."""
+        return Process.info(pid) is not None
+
+    @staticmethod
+    def sleep(seconds: float) -> str:
+        """Sleep, but wake up to die when an exit signal arrives (unlike ``time.sleep``)."""
+        P.current().mailbox.take(lambda _message: P.NO_MATCH, seconds)
+        return "ok"
+
+    @staticmethod
+    def exit(pid: Pid, reason: Any) -> None:
+        P.exit(pid, reason)
+
+    @staticmethod
+    def send(dest: Any, message: Any) -> Any:
+        return P.send(dest, message)
+
+    @staticmethod
+    def link(pid: Pid) -> bool:
+        return P.link(pid)
+
+    @staticmethod
+    def unlink(pid: Pid) -> bool:
+        return P.unlink(pid)
+
+    @staticmethod
+    def monitor(target: Any) -> Ref:
+        return P.monitor(target)
+
+    @staticmethod
+    def demonitor(ref: Ref, flush: bool = False) -> bool:
+        return P.demonitor(ref, flush=flush)
+
+    @staticmethod
+    def register(pid: Pid, name: str) -> bool:
+        return P.register(name, pid)
+
+    @staticmethod
+    def whereis(name: str) -> Pid | None:
+        return P.whereis(name)
+
+    @staticmethod
+    def list() -> list[Pid]:
+        return P.processes()
+
+    @staticmethod
+    def group_leader(leader: Pid | None = None, pid: Pid | None = None) -> Pid | None:
+        return P.group_leader(leader, pid)
+
+    @staticmethod
+    def put(key: Any, value: Any) -> Any:
+        """Store a value in the process dictionary; return the old one."""
+        dictionary = P.current().dictionary
+        old = dictionary.get(key)
+        dictionary[key] = value
+        return old
+
+    @staticmethod
+    def get(key: Any, default: Any = None) -> Any:
+        return P.current().dictionary.get(key, default)

@@ -1,0 +1,73 @@
+"""``nodelab shell``: an interactive terminal that is a node, like ``iex --sname kate``.
+
+The terminal is an IPython shell with nodelab's magics loaded and the node already
+started; the prompt names the node (``iex(kate@localhost)1>``), and what other nodes'
+processes print through this node's group leader appears above the prompt, as it does in
+an iex window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from IPython.terminal.prompts import Prompts, Token
+
+
+class NodePrompts(Prompts):
+    """``iex(kate@localhost)1>`` instead of ``In [1]:``."""
+
+    def in_prompt_tokens(self):  # noqa: ANN201 - IPython's own signature
+        from .node import Node
+
+        return [(Token.Prompt, f"iex({Node.self()})"),
+                (Token.PromptNum, str(self.shell.execution_count)),
+                (Token.Prompt, "> ")]
+
+    def continuation_prompt_tokens(self, width=None):  # noqa: ANN001, ANN201
+        from .node import Node
+
+        text = f"...({Node.self()})"
+        width = width or len(text) + 3
+        return [(Token.Prompt, text.ljust(width - 2) + "> ")]
+
+    def out_prompt_tokens(self):  # noqa: ANN201
+        return []
+
+
+def run_shell(args: argparse.Namespace) -> int:
+    """Start the node, then an IPython terminal in it."""
+    from IPython.terminal.embed import InteractiveShellEmbed  # noqa: F401 - loads the terminal
+    from IPython.terminal.interactiveshell import TerminalInteractiveShell
+    from prompt_toolkit.patch_stdout import patch_stdout
+
+    from . import codec
+    from .errors import NodelabError
+    from .node import Node
+
+    shell = TerminalInteractiveShell.instance(banner1="", display_banner=False)
+    shell.prompts = NodePrompts(shell)
+    # patch_stdout lets text printed by other threads (remote processes writing through
+    # this node's group leader) appear above the prompt instead of inside the input line;
+    # the node starts inside it so that its group leader writes through the patch.
+    with patch_stdout(raw=True):
+        try:
+            Node.start(args.sname or args.name, args.cookie, tick_time=args.tick_time,
+                       namespace=shell.user_ns)
+        except (NodelabError, ValueError, OSError) as error:
+            print(f"nodelab shell: {error}", file=sys.stderr)
+            return 2
+        codec.set_namespace_provider(lambda: shell.user_ns)
+        shell.extension_manager.load_extension("nodelab")
+        if args.app:
+            from .otp.application import Application
+
+            Application.ensure_all_started(args.app)
+        print(f"nodelab shell on node {Node.self()} — Ctrl-D to leave", flush=True)
+        shell.mainloop()
+        if args.app:
+            from .otp.application import Application
+
+            Application.stop(args.app)
+        Node.stop()
+    return 0

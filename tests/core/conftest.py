@@ -1,0 +1,39 @@
+"""Fixtures for tests across real node processes.
+
+The test process itself is the node ``alex@localhost``; other nodes are real child
+processes started with :mod:`nodelab.peer` and always stopped after the test.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from nodelab import Node, peer
+
+COOKIE = "secret_token"
+TICK = 1.0
+
+
+@pytest.fixture(scope="session")
+def alex():
+    name = Node.start("alex", cookie=COOKIE, tick_time=TICK)
+    yield name
+    Node.stop()
+
+
+@pytest.fixture
+def start_peer(alex, tmp_path):
+    """Start peers for one test: ``kate = start_peer("kate", eval=...)``; all stop after."""
+    started: list[peer.Peer] = []
+
+    def start(name: str, **options) -> peer.Peer:
+        options.setdefault("cookie", COOKIE)
+        options.setdefault("tick_time", TICK)
+        options.setdefault("log_dir", tmp_path)
+        node = peer.start(name, **options)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()

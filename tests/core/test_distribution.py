@@ -1,0 +1,171 @@
+"""Nodes as real OS processes: connecting, cookies, remote spawn, links across nodes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nodelab import (
+    ANY,
+    Crash,
+    Node,
+    Pid,
+    Process,
+    group_leader,
+    monitor,
+    receive,
+    self,
+    send,
+    start_group_leader,
+)
+
+KATE_DEFINES_KATE = (
+    "class Kate:\n"
+    "    @staticmethod\n"
+    "    def say_name():\n"
+    "        print('Hi, my name is Kate')\n"
+)
+
+
+@pytest.fixture
+def cell_output():
+    """A group leader for this test's shell process that collects what is printed to it,
+    as a notebook cell collects its output."""
+    lines: list[str] = []
+    old = group_leader()
+    leader = start_group_leader(lambda stream, text: lines.append(text))
+    group_leader(leader)
+    yield lines
+    group_leader(old)
+
+
+@pytest.fixture
+def trapping():
+    old = Process.flag("trap_exit", True)
+    yield
+    Process.flag("trap_exit", old)
+    while receive(timeout=0, after=None) is not None:
+        pass
+
+
+def test_ping_and_list(alex, start_peer) -> None:
+    kate = start_peer("kate")
+    assert Node.ping(kate.node) == "pong"
+    assert kate.node in Node.list()
+    assert Node.ping("nobody@localhost") == "pang"
+
+
+def test_a_wrong_cookie_is_refused_and_logged_by_the_acceptor(alex, start_peer) -> None:
+    eve = start_peer("eve", cookie="not_the_secret")
+    assert Node.connect(eve.node) is False
+    assert Node.ping(eve.node) == "pang"
+    output = eve.wait_for_output("rejected")
+    assert ("** Connection attempt from node alex@localhost rejected. Invalid challenge reply. **"
+            in output)
+    assert output.count("rejected") == 2  # one line per attempt
+
+
+def test_spawn_link_prints_on_the_caller(alex, start_peer, cell_output) -> None:
+    kate = start_peer("kate", eval=KATE_DEFINES_KATE)
+    pid = Node.spawn_link(kate.node, lambda: Kate.say_name())  # noqa: F821 - Kate lives on kate
+    assert isinstance(pid, Pid) and pid.node == kate.node
+    ref = monitor(pid)
+    receive(("DOWN", ref, "process", pid, ANY), timeout=5)  # "noproc" if it ended first
+    assert cell_output == ["Hi, my name is Kate\n"]
+    assert "Hi, my name is Kate" not in kate.output
+
+
+def test_a_name_kate_lacks_fails_there_and_reaches_the_linked_caller(alex, start_peer,
+                                                                    trapping) -> None:
+    moebi = start_peer("moebi")
+    pid = Node.spawn_link(moebi.node, lambda: Kate.say_name())  # noqa: F821
+    _, sender, reason = receive(("EXIT", ANY, ANY), timeout=5)
+    assert sender == pid
+    assert isinstance(reason, Crash) and reason.kind == "NameError"
+    assert reason.node == moebi.node and "Kate" in reason.message
+    moebi.wait_for_output("NameError")  # logged on the node where it happened
+
+
+def test_receive_send_flush_round_trip(alex, start_peer) -> None:
+    kate = start_peer("kate")
+
+    def answer() -> None:
+        message = receive(("hi", Pid))
+        send(message[1], "sup?")
+
+    pid = Node.spawn_link(kate.node, answer)
+    send(pid, ("hi", self()))
+    assert receive("sup?", timeout=5) == "sup?"
+
+
+def test_sigkill_of_a_peer_reaches_links_monitors_and_node_monitors(alex, start_peer,
+                                                                   trapping) -> None:
+    kate = start_peer("kate")
+    linked = Node.spawn_link(kate.node, lambda: receive())
+    watched = Node.spawn(kate.node, lambda: receive())
+    ref = monitor(watched)
+    Node.monitor(kate.node)
+    kate.kill(signal.SIGKILL)
+    assert receive(("EXIT", linked, ANY), timeout=2)[2] == "noconnection"
+    assert receive(("DOWN", ref, "process", watched, ANY), timeout=2)[4] == "noconnection"
+    assert receive(("nodedown", kate.node), timeout=2)
+
+
+def test_a_silent_peer_is_noticed_within_the_tick(alex, start_peer, trapping) -> None:
+    kate = start_peer("kate")
+    linked = Node.spawn_link(kate.node, lambda: receive())
+    kate.kill(signal.SIGSTOP)
+    started = time.monotonic()
+    try:
+        assert receive(("EXIT", linked, ANY), timeout=5)[2] == "noconnection"
+        assert time.monotonic() - started < 3.0
+    finally:
+        kate.kill(signal.SIGCONT)
+
+
+def test_100k_messages_arrive_in_order(alex, start_peer) -> None:
+    kate = start_peer("kate")
+    count = 100_000
+
+    def counter(parent: Pid, total: int) -> None:
+        expected = 0
+        while expected < total:
+            number = receive()
+            if number != expected:
+                send(parent, ("out of order", expected, number))
+                return
+            expected += 1
+        send(parent, ("all", expected))
+
+    me = self()
+    pid = Node.spawn(kate.node, lambda: counter(me, count))
+    for number in range(count):
+        send(pid, number)
+    assert receive(("all", ANY), ("out of order", ANY, ANY), timeout=60) == ("all", count)
+
+
+def test_a_node_name_in_use_is_refused(alex, start_peer) -> None:
+    kate = start_peer("kate")
+    result = subprocess.run(
+        [sys.executable, "-m", "nodelab", "node", "--sname", "kate", "--cookie", "x"],
+        capture_output=True, text=True, timeout=20)
+    assert result.returncode == 2
+    assert "kate@localhost is already in use" in result.stderr
+    assert Node.ping(kate.node) == "pong"
+
+
+def test_spawn_link_to_an_unreachable_node_exits_with_noconnection(alex, trapping) -> None:
+    pid = Node.spawn_link("nobody@localhost", lambda: None)
+    assert receive(("EXIT", pid, ANY), timeout=2)[2] == "noconnection"
+
+
+def test_spawn_by_module_function_and_args(alex, start_peer, cell_output) -> None:
+    kate = start_peer("kate", eval=KATE_DEFINES_KATE)
+    pid = Node.spawn(kate.node, "Kate", "say_name", [])
+    ref = monitor(pid)
+    receive(("DOWN", ref, ANY, ANY, ANY), timeout=5)
+    assert cell_output == ["Hi, my name is Kate\n"]
