@@ -18,6 +18,7 @@ it. Then every local process linked to a process of that node gets an exit signa
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 import struct
 import threading
@@ -37,6 +38,10 @@ SEND_NAMED = 4  # body: name length u8 | name | pickled message
 _SEND_HEADER = struct.Struct("!QI")
 
 CONNECT_TIMEOUT = 5.0
+#: Frames sent closer together than this are written in batches by the flusher thread.
+BURST_GAP = 50e-6
+#: A sender waits when this many bytes are queued for one peer.
+MAX_PENDING = 8 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 5.0
 DEFAULT_TICK_TIME = 15.0
 
@@ -70,6 +75,9 @@ class Connection:
         self.send_seq = 0
         self.recv_seq = 0
         self.write_lock = threading.Lock()
+        self.pending: list[bytes] = []  # frames of a burst, waiting for the flusher
+        self.pending_size = 0
+        self.flushing = False
         self.alive = True
         now = time.monotonic()
         self.last_recv = now
@@ -79,6 +87,12 @@ class Connection:
                                        name=f"nodelab reader {peer}")
 
     def send_frame(self, kind: int, body: bytes, *, blocking: bool = True) -> bool:
+        """Queue one frame for the peer, in order; False when the connection is gone.
+
+        A frame sent after a pause goes straight to the socket (lowest latency). Frames sent
+        in a burst are gathered and written by the node's flusher thread, many per system
+        call — the BEAM batches a busy connection the same way.
+        """
         if len(body) > frames.MAX_MESSAGE:
             raise MessageTooLarge(
                 f"a message of {len(body)} bytes is larger than the limit of "
@@ -92,6 +106,15 @@ class Connection:
                 return False
             frame = frames.encode(self.send_mac, self.send_seq, kind, body)
             self.send_seq += 1
+            now = time.monotonic()
+            if self.pending or self.flushing or now - self.last_send < BURST_GAP:
+                self.pending.append(frame)
+                self.pending_size += len(frame)
+                self.last_send = now
+                if not self.flushing:
+                    self.flushing = True
+                    self.dist.flush_queue.put(self)
+                return True
             try:
                 self.sock.sendall(frame)
             except OSError:
@@ -101,6 +124,31 @@ class Connection:
             return True
         finally:
             self.write_lock.release()
+            if self.pending_size > MAX_PENDING:
+                self._wait_for_flush()
+
+    def _wait_for_flush(self) -> None:
+        # Back-pressure: a sender that runs far ahead of the socket waits for the flusher.
+        deadline = time.monotonic() + 30
+        while self.pending_size > MAX_PENDING // 2 and self.alive and time.monotonic() < deadline:
+            time.sleep(0.0005)
+
+    def flush_pending(self) -> None:
+        """Write the gathered frames (the flusher thread calls this)."""
+        while True:
+            with self.write_lock:
+                if not self.pending or not self.alive:
+                    self.pending.clear()
+                    self.pending_size = 0
+                    self.flushing = False
+                    return
+                data = b"".join(self.pending)
+                self.pending.clear()
+                self.pending_size = 0
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self.alive = False
 
     def close(self, reason: str) -> None:
         if self.alive:
@@ -177,6 +225,7 @@ class Distribution:
         self.lock = threading.Lock()
         self.node_subscribers: set[Pid] = set()  # Node.monitor_nodes(True)
         self.stopped = threading.Event()
+        self.flush_queue: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         bind_ip = "127.0.0.1" if not name.long else self.host_ip
         self.listener = socket.socket(socket.AF_INET6 if ":" in bind_ip else socket.AF_INET)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -198,9 +247,20 @@ class Distribution:
             raise
         threading.Thread(target=self._accept_loop, daemon=True, name="nodelab acceptor").start()
         threading.Thread(target=self._tick_loop, daemon=True, name="nodelab ticker").start()
+        threading.Thread(target=self._flush_loop, daemon=True, name="nodelab flusher").start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            conn = self.flush_queue.get()
+            if conn is None:
+                return
+            conn.flush_pending()
 
     def stop(self) -> None:
         self.stopped.set()
+        for conn in list(self.connections.values()):
+            conn.flush_pending()  # what processes sent before the stop still leaves
+        self.flush_queue.put(None)
         try:
             self.listener.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -27,6 +27,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from queue import Empty, SimpleQueue
 from typing import Any
 
 from . import pids
@@ -212,10 +213,7 @@ def start_process(fn: Callable[..., Any], args: Iterable[Any] = (), *,
         owner = lookup(watcher)
         if owner is not None:
             owner.watching[ref] = proc.pid
-    thread = threading.Thread(target=_run, args=(proc, fn, tuple(args)), daemon=True,
-                              name=f"nodelab {proc.pid!r}")
-    proc.thread = thread
-    thread.start()
+    _workers.run(proc, fn, tuple(args))
     return proc.pid
 
 
@@ -229,11 +227,59 @@ def _add_link_on_other_side(other: Pid, pid: Pid) -> None:
     # a remote caller records the link itself when the spawn reply reaches it
 
 
+class _Workers:
+    """Threads that run processes, kept for the next process when one ends.
+
+    Starting a thread costs a round trip between two threads (``Thread.start`` waits for
+    the new thread to run); handing a process to an idle worker costs one queue put. So a
+    remote spawn or a supervised task does not pay for a new thread every time.
+    """
+
+    MAX_IDLE = 64
+    IDLE_EXIT = 30.0
+
+    def __init__(self) -> None:
+        self.idle: list[SimpleQueue] = []
+        self.lock = threading.Lock()
+
+    def run(self, proc: LocalProcess, fn: Callable[..., Any], args: tuple) -> None:
+        with self.lock:
+            inbox = self.idle.pop() if self.idle else None
+        if inbox is None:
+            inbox = SimpleQueue()
+            threading.Thread(target=self._work, args=(inbox,), daemon=True,
+                             name="nodelab process").start()
+        inbox.put((proc, fn, args))
+
+    def _work(self, inbox: SimpleQueue) -> None:
+        while True:
+            try:
+                proc, fn, args = inbox.get(timeout=self.IDLE_EXIT)
+            except Empty:
+                with self.lock:
+                    if inbox in self.idle:  # nobody picked this worker meanwhile: retire
+                        self.idle.remove(inbox)
+                        return
+                continue  # a process is on its way
+            proc.thread = threading.current_thread()
+            _run(proc, fn, args)
+            runtime.current.proc = None
+            with self.lock:
+                if len(self.idle) >= self.MAX_IDLE:
+                    return
+                self.idle.append(inbox)
+
+
+_workers = _Workers()
+
+
 def _run(proc: LocalProcess, fn: Callable[..., Any], args: tuple) -> None:
     runtime.current.proc = proc
     reason: Any = NORMAL
     try:
         try:
+            if proc.reason is not None:  # killed before it started running
+                raise ProcessExit(proc.reason)
             fn(*args)
         except ProcessExit as stop:
             reason = stop.reason if type(stop) is not _AsyncKill else proc.reason
@@ -241,8 +287,10 @@ def _run(proc: LocalProcess, fn: Callable[..., Any], args: tuple) -> None:
             reason = Crash.from_exception(error)
             report_crash(proc, reason)
         finally:
-            proc.status = "exiting"
+            with proc.lock:
+                proc.status = "exiting"
     except ProcessExit as late:  # an exit signal that landed while the process was finishing
+        proc.status = "exiting"
         if reason == NORMAL:
             reason = late.reason if type(late) is not _AsyncKill else proc.reason
     _cancel_pending_kill(proc)
@@ -352,15 +400,16 @@ def kill(proc: LocalProcess, reason: Any, sender: Pid | None = None) -> None:
     proc.reason = reason
     proc.mailbox.put(Signal(reason, sender))
     thread = proc.thread
-    if (proc.status == "running" and not proc.mailbox.waiting and thread is not None
-            and thread is not threading.current_thread() and thread.ident is not None):
-        # A process busy in Python code learns of its death at its next bytecode, like a
-        # BEAM process at its next reduction. (One blocked in a C call, such as time.sleep,
-        # notices when the call returns.)
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(
-            ctypes.c_ulong(thread.ident), ctypes.py_object(_AsyncKill))
-    elif thread is threading.current_thread():
+    if thread is threading.current_thread():
         raise ProcessExit(reason, sender)
+    with proc.lock:
+        if (proc.status == "running" and not proc.mailbox.waiting and thread is not None
+                and thread.ident is not None):
+            # A process busy in Python code learns of its death at its next bytecode, like
+            # a BEAM process at its next reduction. (One blocked in a C call, such as
+            # time.sleep, notices when the call returns; Process.sleep wakes at once.)
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(thread.ident), ctypes.py_object(_AsyncKill))
 
 
 class _AsyncKill(ProcessExit):

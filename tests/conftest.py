@@ -1,0 +1,153 @@
+"""Suite-wide set-up: keep the tests out of the user's home, and prove nothing leaks.
+
+At import (before any plugin starts a node) every place nodelab, Jupyter and IPython write
+to is pointed at a fresh temporary directory, and the port mapper at a free port, so a test
+run never touches the user's cookie, kernels or running nodes.
+
+Every process the suite starts inherits ``NODELAB_TEST_RUN=<id>``. When the session ends,
+the autouse fixture below waits a few seconds for those processes to end, then kills what
+is left and fails the run, naming each leftover: a test that starts a node, a kernel or a
+browser must also stop it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+RUN_ID = secrets.token_hex(8)
+SANDBOX = Path(tempfile.mkdtemp(prefix=f"nodelab-tests-{RUN_ID}-"))
+atexit.register(shutil.rmtree, SANDBOX, ignore_errors=True)
+
+# How long processes get to finish by themselves after the last test.
+GRACE = 5.0
+# A process that carries this run's tag but is no longer our descendant (daemons detach)
+# counts as a leak when its command line says what it is. epmd, which any real `erl`
+# leaves running by design, is deliberately not among them.
+LEAK_MARKERS = ("nodelab", "ipykernel", "jupyter", "beam.smp", "chromium", "chrome")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _isolate_environment() -> None:
+    for variable, sub in [("JUPYTER_CONFIG_DIR", "jupyter-config"),
+                          ("JUPYTER_DATA_DIR", "jupyter-data"),
+                          ("JUPYTER_RUNTIME_DIR", "jupyter-runtime"),
+                          ("IPYTHONDIR", "ipython"),
+                          ("NODELAB_HOME", "nodelab-home")]:
+        (SANDBOX / sub).mkdir(mode=0o700)
+        os.environ[variable] = str(SANDBOX / sub)
+    os.environ["NODELAB_TEST_RUN"] = RUN_ID
+    os.environ["NODELAB_PORTMAPPER_PORT"] = str(_free_port())
+    # The port mapper outlives its last node by this long; short, so the leak check
+    # below does not mistake a lingering mapper for a leak.
+    os.environ["NODELAB_PORTMAPPER_LINGER"] = "1"
+    # Use the platformdirs layout now (jupyter_core warns that it becomes the default).
+    os.environ["JUPYTER_PLATFORM_DIRS"] = "1"
+
+
+_isolate_environment()
+
+
+@dataclass(frozen=True)
+class Leftover:
+    pid: int
+    command: str
+    why: str
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError:  # the process ended meanwhile, or is not ours to read
+        return b""
+
+
+def find_leftovers() -> list[Leftover]:
+    """Processes of this test run that are still alive (zombies excluded), never ourselves."""
+    me = os.getpid()
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _read(f"/proc/{entry}/stat")
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            fields = stat[stat.rfind(b")") + 2:].split()
+            if len(fields) >= 2 and fields[0] != b"Z":
+                parents[int(entry)] = int(fields[1])
+
+    def descends_from_me(pid: int) -> bool:
+        seen = set()
+        while pid in parents and pid not in seen:
+            seen.add(pid)
+            pid = parents[pid]
+            if pid == me:
+                return True
+        return False
+
+    tag = f"NODELAB_TEST_RUN={RUN_ID}".encode()
+    leftovers = []
+    for pid in parents:
+        if pid == me:
+            continue
+        command = _read(f"/proc/{pid}/cmdline").replace(b"\0", b" ").decode(errors="replace")
+        if not command.strip():
+            continue  # a kernel thread, or gone
+        if descends_from_me(pid):
+            leftovers.append(Leftover(pid, command.strip(), "a child of the pytest process"))
+        elif (any(marker in command for marker in LEAK_MARKERS)
+              and tag in _read(f"/proc/{pid}/environ").split(b"\0")):
+            leftovers.append(Leftover(pid, command.strip(), "started by this test run"))
+    return [leftover for leftover in leftovers if not _expected(leftover)]
+
+
+def _expected(leftover: Leftover) -> bool:
+    # `pytest --sname NAME` makes the run itself a node until pytest_unconfigure, which
+    # comes after this check: its port mapper is rightly still up.
+    node = sys.modules.get("nodelab.node")
+    return ("nodelab.portmapper" in leftover.command and node is not None
+            and node.Node.alive())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_left_behind() -> Iterator[None]:
+    yield
+    deadline = time.monotonic() + GRACE
+    while (leftovers := find_leftovers()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not leftovers:
+        return
+    for leftover in leftovers:
+        try:
+            os.kill(leftover.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    listing = "\n".join(f"  pid {item.pid} ({item.why}): {item.command[:200]}"
+                        for item in leftovers)
+    pytest.fail(f"{len(leftovers)} process(es) were still running {GRACE:.0f} s after the last "
+                f"test, and have now been killed:\n{listing}\nEvery test that starts a node, "
+                "kernel or browser must stop it (a fixture with a finalizer does that), and a "
+                "node started by a test should exit with its parent (--exit-with-parent).",
+                pytrace=False)
+
+
+@pytest.fixture
+def leftover_processes() -> Callable[[], list[Leftover]]:
+    """The leak check's own search, for tests of the test machinery."""
+    return find_leftovers
