@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import os
 import sys
 import threading
 import traceback
@@ -34,6 +35,8 @@ from . import pids
 from .errors import NodelabError, ProcessExit, format_exit
 from .mailbox import NO_MATCH, Mailbox, Signal
 from .pids import Pid, Ref, make_ref
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 #: Exit reasons with a meaning of their own.
 NORMAL = "normal"
@@ -58,7 +61,13 @@ class Crash:
 
     @classmethod
     def from_exception(cls, error: BaseException) -> Crash:
-        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        # The first frames are nodelab's own (the process's start); the learner's code
+        # starts below them, so the traceback starts there too.
+        tb = error.__traceback__
+        while (tb is not None and tb.tb_next is not None
+               and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR)):
+            tb = tb.tb_next
+        text = "".join(traceback.format_exception(type(error), error, tb))
         return cls(type(error).__name__, str(error), text, pids.local_node())
 
     def explain(self) -> str:

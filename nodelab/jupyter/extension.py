@@ -1,0 +1,101 @@
+"""``%load_ext nodelab``: the magics, and one group leader per cell.
+
+Each cell that runs gets its own group leader process (Livebook's ``IOProxy`` is the
+model): the cell's shell process — the notebook's stand-in for iex's shell — takes it as
+its group leader, and every process spawned from the cell inherits it. So text printed by
+a process that ``%spawn_link`` started on kate travels back to *this* cell, even after
+other cells have run (ipykernel >= 7 would otherwise put a thread's late output into
+whichever cell runs at that moment).
+"""
+
+from __future__ import annotations
+
+import atexit
+from typing import Any
+
+from .. import codec
+from .. import processes as P
+from ..group_leader import (
+    install_router,
+    set_node_output,
+    start_group_leader,
+    stop_group_leader,
+)
+
+_state: dict[str, Any] = {"loaded": False, "leaders": []}
+
+#: Cell group leaders kept alive after their cell finished (late output still lands in
+#: the old cell); older ones are stopped so that a long session does not pile threads up.
+KEEP_LEADERS = 64
+
+
+def _in_kernel(ipython: Any) -> bool:
+    return getattr(ipython, "kernel", None) is not None
+
+
+def _before_cell(info: Any = None) -> None:
+    from .cell_output import CellOutput
+
+    output = CellOutput.capture()
+    leader = start_group_leader(lambda stream, text: output.write(text, stream))
+    proc = P.current()
+    proc.group_leader = leader
+    leaders = _state["leaders"]
+    leaders.append((leader, output))
+    while len(leaders) > KEEP_LEADERS:
+        old, _ = leaders.pop(0)
+        if not any(p.group_leader == old for p in list(P.runtime.processes.values())
+                   if p.pid != old):
+            stop_group_leader(old)
+    _state["current"] = output
+
+
+def _write_to_current_cell(stream: str, text: str) -> None:
+    output = _state.get("current")
+    if output is not None:
+        output.write(text, stream)
+
+
+def _after_cell(result: Any = None) -> None:
+    output = _state.get("current")
+    if output is not None:
+        output.flush()
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics; in a kernel, give every cell its own group leader."""
+    from .magics import NodeMagics
+
+    ipython.register_magics(NodeMagics)
+    if _state["loaded"]:
+        return
+    _state["loaded"] = True
+    codec.set_namespace_provider(lambda: ipython.user_ns)
+    codec.install_prelude(ipython.user_ns)
+    install_router()
+    if _in_kernel(ipython):
+        from . import windows
+
+        ipython.events.register("pre_run_cell", _before_cell)
+        ipython.events.register("post_run_cell", _after_cell)
+        _before_cell()  # the cell that loads the extension
+        # What this node's own processes print (a supervised task that runs here): in a
+        # window kernel it waits for the notebook's next look; in the notebook's own
+        # kernel it goes to the cell that is running.
+        set_node_output(windows.keep_node_output if windows.is_window() else _write_to_current_cell)
+    atexit.register(_shutdown)
+
+
+def _shutdown() -> None:
+    from ..node import Node
+    from . import windows
+
+    windows.stop_all()
+    Node.stop()
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    if _state["loaded"] and _in_kernel(ipython):
+        ipython.events.unregister("pre_run_cell", _before_cell)
+        ipython.events.unregister("post_run_cell", _after_cell)
+    _state["loaded"] = False

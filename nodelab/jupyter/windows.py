@@ -1,0 +1,168 @@
+"""Other nodes' "terminal windows", opened from a notebook.
+
+The lesson opens a second and a third terminal and types into each. Here each of those
+windows is a kernel process of its own that is a node (``%node start kate``), and
+``%%node kate`` types a cell into it. What that window would show is shown in the cell
+that looked at it, every line marked with the node that printed it::
+
+    [kate@localhost] hi
+
+A window shows two kinds of text, as a real terminal would: the output of the code typed
+into it, and what the node's *own* processes printed meanwhile (a supervised task that
+ran on kate prints there, because its group leader is kate's). The second kind is kept in
+kate until the next ``%%node kate`` cell looks, so it is never lost and always shown in a
+cell that is still running — which is what keeps nbval's view of the notebook stable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any
+
+from ..errors import NodelabError
+
+#: Set in the environment of a window kernel: its node's own output is kept for the
+#: notebook that opened it.
+WINDOW_ENV = "NODELAB_WINDOW"
+
+START_TIMEOUT = 60.0
+CELL_TIMEOUT = 60.0
+
+_windows: dict[str, Window] = {}
+_lock = threading.Lock()
+
+
+class Window:
+    """A node kernel that this notebook started, and the way to type into it."""
+
+    def __init__(self, node: str, kernel: Any) -> None:
+        self.node = node
+        self.kernel = kernel
+
+    @property
+    def os_pid(self) -> int:
+        return self.kernel.os_pid
+
+    def _relay(self, stream: str, text: str) -> None:
+        prefix = f"[{self.node}] "
+        lines = text.splitlines(keepends=True)
+        target = sys.stdout if stream == "stdout" else sys.stderr
+        target.write("".join(prefix + line for line in lines))
+
+    def _execute(self, code: str) -> Any:
+        result = self.kernel.execute(code, on_output=self._relay, timeout=CELL_TIMEOUT)
+        return result
+
+    def run(self, cell: str) -> None:
+        """Type ``cell`` into this window and show what the window shows."""
+        self._execute("__import__('nodelab.jupyter.windows').jupyter.windows.show_pending()")
+        result = self._execute(cell)
+        self._execute("__import__('nodelab.jupyter.windows').jupyter.windows.show_pending()")
+        value = getattr(result, "result_text", None)
+        if value:
+            self._relay("stdout", value + "\n")
+        error = getattr(result, "error", None)
+        if error:
+            self._relay("stderr", error if error.endswith("\n") else error + "\n")
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+    def stop(self) -> None:
+        self.kernel.shutdown()
+
+
+def start_window(node: str, *, cookie: str | None = None, app: str | None = None) -> Window:
+    """Start ``node`` as its own kernel process and wait until it is up."""
+    from .node_kernels import start_node_kernel
+
+    with _lock:
+        if node in _windows and _windows[node].kernel.is_alive():
+            raise NodelabError(f"{node} is already running: use %%node {node.split('@')[0]} "
+                               f"to type into it, or %node stop {node.split('@')[0]}")
+    arguments = f"--sname {node}" if not _is_long(node) else f"--name {node}"
+    if cookie:
+        arguments += f" --cookie {cookie}"
+    if app:
+        arguments += f" --app {app}"
+    startup = (
+        "get_ipython().extension_manager.load_extension('nodelab')\n"
+        f"get_ipython().run_line_magic('node', {arguments!r})\n"
+        "import nodelab as __nodelab\n"
+        "assert __nodelab.Node.alive(), 'the node did not start'\n"
+    )
+    env = {WINDOW_ENV: "1"}
+    kernel = start_node_kernel(node, env=env, startup_code=startup, timeout=START_TIMEOUT)
+    window = Window(node, kernel)
+    with _lock:
+        _windows[node] = window
+    return window
+
+
+def _is_long(node: str) -> bool:
+    from ..names import parse_node_name
+
+    return parse_node_name(node).long
+
+
+def window(node: str) -> Window:
+    with _lock:
+        found = _windows.get(node)
+    if found is None or not found.kernel.is_alive():
+        short = node.split("@")[0]
+        raise NodelabError(f"{node} is not running from this notebook: start it with "
+                           f"%node start {short}")
+    return found
+
+
+def stop_window(node: str) -> bool:
+    with _lock:
+        found = _windows.pop(node, None)
+    if found is None:
+        return False
+    found.stop()
+    return True
+
+
+def stop_all() -> None:
+    with _lock:
+        found = list(_windows.values())
+        _windows.clear()
+    for item in found:
+        try:
+            item.stop()
+        except Exception:  # noqa: BLE001 - shutting down: stop the others anyway
+            pass
+
+
+def started_nodes() -> list[str]:
+    with _lock:
+        return sorted(node for node, item in _windows.items() if item.kernel.is_alive())
+
+
+# --- the window kernel's side ------------------------------------------------------------
+
+_pending: list[tuple[str, str]] = []
+_pending_lock = threading.Lock()
+
+
+def is_window() -> bool:
+    return os.environ.get(WINDOW_ENV) == "1"
+
+
+def keep_node_output(stream: str, text: str) -> None:
+    """The window kernel's node output: kept until the notebook next looks."""
+    with _pending_lock:
+        _pending.append((stream, text))
+
+
+def show_pending() -> None:
+    """Print what this node's own processes printed since the last look."""
+    with _pending_lock:
+        items = list(_pending)
+        _pending.clear()
+    for stream, text in items:
+        (sys.stdout if stream == "stdout" else sys.stderr).write(text)
+    sys.stdout.flush()
+    sys.stderr.flush()

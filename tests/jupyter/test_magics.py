@@ -1,0 +1,86 @@
+"""The magics in a real kernel, driven by nbclient as nbval drives the lessons."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+KATE = (
+    "class Kate:\\n"
+    "    @staticmethod\\n"
+    "    def say_name():\\n"
+    "        print('Hi, my name is Kate')\\n"
+)
+
+
+def run_cells(*sources: str) -> list:
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(source) for source in sources])
+    NotebookClient(notebook, timeout=60, kernel_name="python3", allow_errors=True).execute()
+    return notebook.cells
+
+
+def text_of(cell, name: str = "stdout") -> str:
+    return "".join(o.get("text", "") for o in cell.outputs
+                   if o.output_type == "stream" and o.name == name)
+
+
+def result_of(cell) -> str | None:
+    for output in cell.outputs:
+        if output.output_type == "execute_result":
+            return output.data["text/plain"]
+    return None
+
+
+@pytest.fixture(scope="module")
+def lesson_one():
+    return run_cells(
+        'get_ipython().extension_manager.load_extension("nodelab")',
+        "%node --sname alex --cookie secret_token",
+        "from nodelab import peer\n"
+        f'kate = peer.start("kate", cookie="secret_token", eval="{KATE}")',
+        "%spawn_link kate Kate.say_name()",
+        "%%spawn_link kate\nmessage = receive()\nprint('kate got', message)",
+        "%spawn_link kate Kate.nope()",
+        "%ping kate",
+        "%ping nobody",
+        "%node --sname bob",
+        "%spawn_link",
+        "%node start",
+        "kate.stop()",
+    )
+
+
+def test_spawn_link_prints_in_its_own_cell_and_shows_the_pid(lesson_one) -> None:
+    cell = lesson_one[3]
+    assert text_of(cell) == "Hi, my name is Kate\n"
+    assert result_of(cell).startswith("#PID<1.")
+
+
+def test_a_cell_body_waits_only_until_the_process_waits_in_receive(lesson_one) -> None:
+    assert result_of(lesson_one[4]).startswith("#PID<1.")
+    assert text_of(lesson_one[4]) == ""
+
+
+def test_a_remote_error_reaches_this_cell_and_ends_the_shell_like_iex(lesson_one) -> None:
+    errors = text_of(lesson_one[5], "stderr")
+    assert "** (AttributeError) type object 'Kate' has no attribute 'nope'" in errors
+    assert "shell process exited with reason: an exception was raised on kate@localhost" in errors
+    assert not any(o.output_type == "error" for o in lesson_one[5].outputs)  # kernel lives on
+
+
+def test_ping(lesson_one) -> None:
+    assert result_of(lesson_one[6]) == "'pong'"
+    assert result_of(lesson_one[7]) == "'pang'"
+
+
+@pytest.mark.parametrize("index, expected", [
+    (8, "UsageError: this kernel is already node alex@localhost"),
+    (9, "UsageError: usage: %spawn_link NODE EXPRESSION"),
+    (10, "UsageError: say which node to start"),
+])
+def test_bad_arguments_get_one_clear_line(lesson_one, index: int, expected: str) -> None:
+    errors = text_of(lesson_one[index], "stderr")
+    assert errors.startswith(expected)
+    assert errors.count("\n") == 1
