@@ -651,3 +651,16 @@ _HANDLERS = {
     "info": _on_info,
     "reply": _on_reply,
 }
+
+
+def register_handler(op: str, handler: Any) -> None:
+    """Teach this node a new control operation from peers (used by tracing).
+
+    ``handler(dist, conn, *args)`` runs in the connection's reader thread, so it must not
+    block; to answer a :meth:`Distribution.request`, send
+    ``("reply", ref, caller, value)`` back with ``dist.control(conn.peer, ..., connect=False)``.
+    """
+    if op in _HANDLERS:
+        raise ValueError(f"the control operation {op!r} is already defined")
+    _HANDLERS[op] = handler
+

@@ -121,6 +121,9 @@ class Runtime:
         self.default_group_leader: Pid | None = None
         self.node_watchers: dict[Ref, tuple[Pid, str]] = {}  # Node.monitor: ref -> (pid, node)
         self.error_sink: Callable[[str], None] = _write_stderr
+        # Called as tracer(sender, destination, message) for every send while a trace runs
+        # (the message sequence pictures); None otherwise, which costs one check per send.
+        self.tracer: Callable[[Pid | None, Any, Any], None] | None = None
 
     def new_pid(self) -> Pid:
         return Pid(pids.local_node(), next(self.serials), pids.local_creation())
@@ -576,6 +579,9 @@ def send(dest: Pid | str | tuple[str, str], message: Any) -> Any:
     fails because the receiver is gone — the message is simply dropped, as on the BEAM.
     Sending to a name that is not registered here raises, like Elixir's ``ArgumentError``.
     """
+    if runtime.tracer is not None:
+        proc = current_or_none()
+        runtime.tracer(proc.pid if proc is not None else None, dest, message)
     if type(dest) is Pid:
         if dest.is_local:
             proc = runtime.processes.get(dest.serial)

@@ -1,4 +1,7 @@
-"""The magics in a real kernel, driven by nbclient as nbval drives the lessons."""
+"""The magics in a real kernel, driven by nbclient as nbval drives the lessons.
+
+The kernel is node alice: the test process itself may already be node alex.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ def result_of(cell) -> str | None:
 def lesson_one():
     return run_cells(
         'get_ipython().extension_manager.load_extension("nodelab")',
-        "%node --sname alex --cookie secret_token",
+        "%node --sname alice --cookie secret_token",
         "from nodelab import peer\n"
         f'kate = peer.start("kate", cookie="secret_token", eval="{KATE}")',
         "%spawn_link kate Kate.say_name()",
@@ -76,7 +79,7 @@ def test_ping(lesson_one) -> None:
 
 
 @pytest.mark.parametrize("index, expected", [
-    (8, "UsageError: this kernel is already node alex@localhost"),
+    (8, "UsageError: this kernel is already node alice@localhost"),
     (9, "UsageError: usage: %spawn_link NODE EXPRESSION"),
     (10, "UsageError: say which node to start"),
 ])
