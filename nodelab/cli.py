@@ -67,10 +67,29 @@ def run_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def _install_kernel(args: argparse.Namespace) -> int:
+    from .jupyter import kernelspec
+
+    options = ["install"]
+    if args.user:
+        options.append("--user")
+    elif args.sys_prefix:
+        options.append("--sys-prefix")
+    elif args.prefix:
+        options += ["--prefix", args.prefix]
+    return kernelspec.main(options) or 0
+
+
 def _run_shell(args: argparse.Namespace) -> int:
     from .shell import run_shell
 
     return run_shell(args)
+
+
+def _run_new(args: argparse.Namespace) -> int:
+    from .scaffold import run
+
+    return run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,6 +109,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "shell", help="an interactive node in this terminal (like iex --sname kate)")
     _add_node_options(shell)
     shell.set_defaults(run=_run_shell)
+
+    from .scaffold import add_arguments as _add_new_arguments
+
+    new = commands.add_parser(
+        "new", help="create an application project (like mix new chat --sup)")
+    _add_new_arguments(new)
+    new.set_defaults(run=_run_new)
+
+    kernel = commands.add_parser(
+        "install-kernel", help="install the 'Python 3 (nodelab)' Jupyter kernel",
+        description="Install the nodelab kernelspec (one kernel = one node). Default: into the "
+                    "active virtual environment, else for this user.")
+    place = kernel.add_mutually_exclusive_group()
+    place.add_argument("--user", action="store_true", help="for this user")
+    place.add_argument("--sys-prefix", action="store_true", help="into this Python's prefix")
+    place.add_argument("--prefix", help="into this prefix")
+    kernel.set_defaults(run=_install_kernel)
 
     args = parser.parse_args(argv)
     return args.run(args)

@@ -10,9 +10,11 @@ captured while the cell runs and handed to whoever will write for it later::
     output.write("Hi, my name is Kate\\n")   # from any thread, now or after the cell ended
     output.flush()                          # before the cell returns: nbval sees it
 
-Why this is needed: ipykernel >= 7 keeps the *current* cell in a context variable and in a
-global fallback. A thread that is not told otherwise prints into whatever cell runs at the
-moment it prints (or into the last cell, when none runs). ipykernel 7's answer is
+Why this is needed: ipykernel >= 7 keeps the *current* request in a context variable and
+in a global fallback that every shell request overwrites. A thread that is not told
+otherwise prints into whatever cell runs at the moment it prints — or, when none runs,
+under the last shell request, which may be a completion request of JupyterLab's that no
+cell displays. ipykernel 7's answer is
 ``OutStream.set_thread_parent(parent)``: a per-thread (per-context) parent header for the
 stream. :meth:`CellOutput.write` sets that parent for the duration of one write and resets
 it, so the text goes into the kernel's own stream buffer *keyed by this cell's header*:

@@ -138,7 +138,7 @@ class NodeMagics(Magics):
             cookie = options.get("cookie") or Node.get_cookie()
             started = windows.start_window(full_node_name(positional[0]), cookie=cookie,
                                            app=options.get("app"))
-            print(f"started {started.node} (kernel process {started.os_pid})")
+            print(f"started {started.node} in a kernel process of its own")
             return None
         if words[0] == "stop":
             positional, _ = _options(words[1:], set())

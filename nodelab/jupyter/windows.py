@@ -55,8 +55,15 @@ class Window:
         result = self.kernel.execute(code, on_output=self._relay, timeout=CELL_TIMEOUT)
         return result
 
+    def _relay_unclaimed(self) -> None:
+        # Text the window's kernel printed outside any cell of ours (a plain thread of
+        # kate's that printed after the last look).
+        for stream, text in self.kernel.take_unclaimed():
+            self._relay(stream, text)
+
     def run(self, cell: str) -> None:
         """Type ``cell`` into this window and show what the window shows."""
+        self._relay_unclaimed()
         self._execute("__import__('nodelab.jupyter.windows').jupyter.windows.show_pending()")
         result = self._execute(cell)
         self._execute("__import__('nodelab.jupyter.windows').jupyter.windows.show_pending()")
