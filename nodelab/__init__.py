@@ -23,6 +23,7 @@ from .errors import (
 from .group_leader import start_group_leader
 from .names import InvalidNodeName
 from .node import Node, Process
+from .otp import Application, Supervisor, Task, TaskSupervisor
 from .pids import Pid, Ref, make_ref
 from .processes import (
     ANY,
@@ -49,7 +50,8 @@ from .processes import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ANY", "AlreadyAlive", "CodeVersionMismatch", "Crash", "InvalidNodeName", "MessageTooLarge",
+    "ANY", "AlreadyAlive", "Application", "Supervisor", "Task", "TaskSupervisor",
+    "CodeVersionMismatch", "Crash", "InvalidNodeName", "MessageTooLarge",
     "NoConnection", "Node", "NodelabError", "NotAlive", "Pid", "Process", "ProcessExit", "Ref",
     "demonitor", "exit", "flush", "group_leader", "link", "make_ref", "monitor", "on",
     "receive", "register", "self", "send", "spawn", "spawn_link", "spawn_monitor",

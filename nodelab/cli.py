@@ -20,6 +20,15 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
                         help="seconds of silence after which a peer counts as down (default 15)")
 
 
+def _node_name(args: argparse.Namespace) -> str:
+    """The node name, checked against the flag that gave it (like erl's -sname/-name)."""
+    from .names import parse_node_name
+
+    if args.sname is not None:
+        return str(parse_node_name(args.sname, long=False))
+    return str(parse_node_name(args.name, long=True))
+
+
 def _watch_parent(parent: int) -> None:
     # A node started by a kernel or a test must not outlive it, even when that parent is
     # killed with SIGKILL and cannot clean up.
@@ -45,15 +54,15 @@ def run_node(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        name = Node.start(args.sname or args.name, args.cookie, tick_time=args.tick_time)
+        name = Node.start(_node_name(args), args.cookie, tick_time=args.tick_time)
+        if args.app:
+            from .otp.application import Application
+
+            Application.ensure_all_started(args.app)
     except (NodelabError, ValueError, OSError, RuntimeError) as error:
         # One line that says what is wrong (a name in use, a bad name, a bad cookie file).
         print(f"nodelab node: {error}", file=sys.stderr)
         return 2
-    if args.app:
-        from .otp.application import Application
-
-        Application.ensure_all_started(args.app)
     if args.eval:
         exec(compile(args.eval, "<--eval>", "exec"), sys.modules["__main__"].__dict__)
     print(f"node {name} is up (stop it with Ctrl-C)", file=sys.stderr, flush=True)

@@ -169,7 +169,7 @@ def import_function(module: str, function: str) -> Callable[..., Any]:
 PRELUDE = (
     "ANY", "Node", "Pid", "Process", "Ref", "demonitor", "exit", "flush", "group_leader",
     "link", "make_ref", "monitor", "on", "receive", "register", "self", "send", "spawn",
-    "spawn_link", "spawn_monitor", "unlink", "unregister", "whereis",
+    "spawn_link", "spawn_monitor", "unlink", "unregister", "whereis", "Task", "TaskSupervisor",
 )
 
 

@@ -224,6 +224,7 @@ class Distribution:
         self.connect_locks: dict[str, threading.Lock] = {}
         self.lock = threading.Lock()
         self.node_subscribers: set[Pid] = set()  # Node.monitor_nodes(True)
+        self.request_watchers: dict[Ref, tuple[Pid, str]] = {}  # pending requests
         self.stopped = threading.Event()
         self.flush_queue: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         bind_ip = "127.0.0.1" if not name.long else self.host_ip
@@ -352,11 +353,15 @@ class Distribution:
     def _establish(self, sock: socket.socket, node: str, send_key: bytes, recv_key: bytes,
                    peer_tag: str) -> Connection:
         conn = Connection(self, sock, node, send_key, recv_key, peer_tag)
-        with self.lock:
-            old = self.connections.get(node)
-            self.connections[node] = conn
+        old = self.connections.get(node)
         if old is not None:
+            # The peer no longer has the old connection (it restarted, or it gave up on a
+            # half-open one): everything that depended on it is told before the new one
+            # exists, so no link outlives the connection it was made over.
             old.close("connection_closed")
+            self.connection_down(old, "connection_closed")
+        with self.lock:
+            self.connections[node] = conn
         conn.reader.start()
         for subscriber in list(self.node_subscribers):
             P.send(subscriber, ("nodeup", node))
@@ -367,7 +372,12 @@ class Distribution:
             try:
                 sock, _ = self.listener.accept()
             except OSError:
-                return
+                if self.stopped.is_set():
+                    return
+                # Out of file descriptors or a connection aborted before accept: wait a
+                # little and keep accepting, or the node would go deaf for good.
+                time.sleep(0.1)
+                continue
             threading.Thread(target=self._handshake_incoming, args=(sock,), daemon=True,
                              name="nodelab handshake").start()
 
@@ -385,7 +395,11 @@ class Distribution:
             if node == self.full_name or peer.long != self.name.long:
                 handshake.refuse(sock, handshake.NOT_ALLOWED)
                 raise handshake.HandshakeError("not allowed")
-            if node in self.connecting and self.full_name < node:
+            live = self.connections.get(node)
+            if (live is not None and live.alive) or (node in self.connecting
+                                                     and self.full_name < node):
+                # Already connected (both dialled and the other dial won), or both are
+                # dialling and ours wins: the peer uses the other connection.
                 handshake.refuse(sock, handshake.NOK)
                 sock.close()
                 return
@@ -427,14 +441,14 @@ class Distribution:
             else:
                 return  # a newer connection replaced this one
         for proc in list(P.runtime.processes.values()):
-            for pid in [p for p in proc.links if p.node == node]:
+            for pid in [p for p in list(proc.links) if p.node == node]:
                 P.deliver_exit(proc, pid, P.NOCONNECTION, linked=True)
             for ref, target in list(proc.watching.items()):
                 target_node = target.node if isinstance(target, Pid) else (
                     target[1] if isinstance(target, tuple) else None)
                 if target_node == node and proc.watching.pop(ref, None) is not None:
                     proc.mailbox.put(("DOWN", ref, "process", target, P.NOCONNECTION))
-            for ref in [r for r, w in proc.watchers.items() if w.node == node]:
+            for ref in [r for r, w in list(proc.watchers.items()) if w.node == node]:
                 proc.watchers.pop(ref, None)
         with P.runtime.lock:
             fired = [(r, pid) for r, (pid, n) in P.runtime.node_watchers.items() if n == node]
@@ -442,6 +456,10 @@ class Distribution:
                 del P.runtime.node_watchers[ref]
         for _, pid in fired:
             P.send(pid, ("nodedown", node))
+        with self.lock:
+            pending = [(r, pid) for r, (pid, n) in self.request_watchers.items() if n == node]
+        for ref, pid in pending:
+            P.send(pid, ("$nodedown", ref))
         for subscriber in list(self.node_subscribers):
             P.send(subscriber, ("nodedown", node))
 
@@ -478,21 +496,23 @@ class Distribution:
         """
         me = P.current()
         ref = make_ref()
-        conn = self.connection(node)
-        if conn is None or not conn.send_frame(frames.DATA, codec.dumps(op_builder(ref, me.pid))):
-            raise ConnectionError(node)
-        watch = make_ref()
-        with P.runtime.lock:
-            P.runtime.node_watchers[watch] = (me.pid, node)
+        # Watched before the request leaves, under this request's own ref, so a node that
+        # goes down in between is noticed and a user's own ("nodedown", node) is not taken.
+        with self.lock:
+            self.request_watchers[ref] = (me.pid, node)
         try:
+            conn = self.connection(node)
+            if conn is None or not conn.send_frame(frames.DATA,
+                                                   codec.dumps(op_builder(ref, me.pid))):
+                raise ConnectionError(node)
             return P.receive(
                 P.on(("$reply", ref, P.ANY), lambda m: m[2]),
-                P.on(("nodedown", node), _raise_connection_error(node)),
+                P.on(("$nodedown", ref), _raise_connection_error(node)),
                 timeout=timeout,
             )
         finally:
-            with P.runtime.lock:
-                P.runtime.node_watchers.pop(watch, None)
+            with self.lock:
+                self.request_watchers.pop(ref, None)
 
     # --- receiving --------------------------------------------------------------------
 

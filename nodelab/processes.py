@@ -439,8 +439,8 @@ def _cancel_pending_kill(proc: LocalProcess) -> None:
 
 def _shell_dies(proc: LocalProcess, reason: Any) -> None:
     line = f"** (EXIT from {proc.pid!r}) shell process exited with reason: {format_exit(reason)}\n"
-    if proc.mailbox.waiting:
-        proc.mailbox.put(Signal(reason, proc.pid))
+    # Wake the shell if it waits in receive now, or as soon as it next does.
+    proc.mailbox.put(Signal(reason, proc.pid))
     terminate(proc, reason)
     if proc.group_leader is not None:
         io_write_async(proc.group_leader, line, "stderr")
@@ -579,9 +579,10 @@ def send(dest: Pid | str | tuple[str, str], message: Any) -> Any:
     fails because the receiver is gone — the message is simply dropped, as on the BEAM.
     Sending to a name that is not registered here raises, like Elixir's ``ArgumentError``.
     """
-    if runtime.tracer is not None:
+    tracer = runtime.tracer  # read once: a recording may end on another thread meanwhile
+    if tracer is not None:
         proc = current_or_none()
-        runtime.tracer(proc.pid if proc is not None else None, dest, message)
+        tracer(proc.pid if proc is not None else None, dest, message)
     if type(dest) is Pid:
         if dest.is_local:
             proc = runtime.processes.get(dest.serial)

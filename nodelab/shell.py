@@ -52,7 +52,9 @@ def run_shell(args: argparse.Namespace) -> int:
     # the node starts inside it so that its group leader writes through the patch.
     with patch_stdout(raw=True):
         try:
-            Node.start(args.sname or args.name, args.cookie, tick_time=args.tick_time,
+            from .cli import _node_name
+
+            Node.start(_node_name(args), args.cookie, tick_time=args.tick_time,
                        namespace=shell.user_ns)
         except (NodelabError, ValueError, OSError) as error:
             print(f"nodelab shell: {error}", file=sys.stderr)

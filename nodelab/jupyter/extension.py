@@ -11,6 +11,8 @@ whichever cell runs at that moment).
 from __future__ import annotations
 
 import atexit
+import os
+import sys
 from typing import Any
 
 from .. import codec
@@ -65,8 +67,15 @@ def _after_cell(result: Any = None) -> None:
 def load_ipython_extension(ipython: Any) -> None:
     """Register the magics; in a kernel, give every cell its own group leader."""
     from .magics import NodeMagics
+    from .picture_magics import PictureMagics
 
     ipython.register_magics(NodeMagics)
+    ipython.register_magics(PictureMagics)
+    # `!nodelab` and `!pytest` in a lesson must find this environment's commands even when
+    # JupyterLab was started from an unactivated virtual environment.
+    bin_dir = os.path.dirname(sys.executable)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     if _state["loaded"]:
         return
     _state["loaded"] = True

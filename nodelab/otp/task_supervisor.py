@@ -1,0 +1,340 @@
+"""``TaskSupervisor``: start supervised tasks, on this node or on another one.
+
+Like Elixir's ``Task.Supervisor``. An application starts one in its supervision tree,
+under a name, and from then on any node can ask it to run a function *there*::
+
+    # in chat/application.py: children = [(TaskSupervisor, {"name": "Chat.TaskSupervisor"})]
+    task = TaskSupervisor.async_(("Chat.TaskSupervisor", "kate@localhost"),
+                                 chat, "receive_message", ["hi"])
+    Task.await_(task)                           # "ok"; kate printed "hi"
+
+What happens, step by step (the same steps as Elixir's):
+
+1. The caller *calls* the supervisor (see :mod:`nodelab.otp.server`): it monitors
+   ``("Chat.TaskSupervisor", "kate@localhost")`` and sends it a ``start_task`` request. If
+   kate cannot be reached, the call fails at once with ``no connection to kate@localhost``;
+   if nothing is registered under that name there, with ``no process: ...``.
+2. The supervisor, on kate, takes a task process (linked to itself, started ahead of time),
+   links it to the caller (not with ``async_nolink``), turns the caller's monitor of the
+   supervisor into a monitor of the task, answers the call with the task's PID, and only
+   then hands the task its job. The link and the monitor therefore exist before the
+   function runs, so no exit signal and no DOWN can be lost. (Elixir gets the same
+   guarantee with one more round trip: the caller links and monitors, then says "go".)
+   The task's *group leader is the supervisor's*, which lives on kate: so what the task
+   prints appears on kate — unlike ``Node.spawn_link``, whose process prints on the caller.
+3. The task sends ``(tag, result)`` to the caller: ``Task.await_`` returns it. If kate goes
+   down first, the monitor says ``noconnection`` and ``await_`` raises
+   ``no connection to kate@localhost``.
+
+The module/function/args form (``chat, "receive_message", ["hi"]``) looks the function up
+*on the node that runs it*, like a call to a compiled Elixir module; a function or lambda
+travels as code whose global names also resolve there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .. import codec, pids
+from .. import processes as P
+from ..errors import ProcessExit
+from ..pids import Pid, make_ref
+from . import server
+from .task import JOB, Task, describe, run_supervised, shipment
+
+#: How long a caller waits for the supervisor to *start* a task (Elixir waits forever; a dead
+#: supervisor or node still fails at once, this only bounds a supervisor stuck on something).
+START_TASK_TIMEOUT = 30.0
+#: Elixir's default: a task gets 5 s to stop when its supervisor shuts down.
+DEFAULT_SHUTDOWN = 5.0
+
+
+class TaskSupervisor(metaclass=server.ModuleLike):
+    """Functions of Elixir's ``Task.Supervisor``: a supervisor of tasks started on demand."""
+
+    @staticmethod
+    def start_link(options: dict[str, Any] | None = None, *, name: str | None = None,
+                   max_restarts: int = 3, max_seconds: float = 5.0) -> tuple[str, Pid]:
+        """Start a task supervisor linked to the caller; return ``("ok", pid)``.
+
+        ``name`` registers it (``"Chat.TaskSupervisor"``), so that other nodes can reach it
+        as ``(name, node)``. ``options`` is the same as a dict (what a child spec passes):
+        ``TaskSupervisor.start_link({"name": "Chat.TaskSupervisor"})``.
+        ``max_restarts``/``max_seconds`` bound the restarts of tasks started with
+        ``restart="permanent"`` or ``"transient"``.
+        """
+        opts = dict(options or {})
+        unknown = set(opts) - {"name", "max_restarts", "max_seconds"}
+        if unknown:
+            raise TypeError(f"unknown TaskSupervisor option(s) {sorted(unknown)}: it takes "
+                            "name, max_restarts and max_seconds")
+        name = opts.get("name", name)
+        intensity = server.Intensity(opts.get("max_restarts", max_restarts),
+                                     opts.get("max_seconds", max_seconds))
+        if name is not None and not (isinstance(name, str) and name):
+            raise TypeError(
+                f"a name is a non-empty string like 'Chat.TaskSupervisor', not {name!r}")
+        return server.start_server(_serve, (intensity,), name=name,
+                                   what=f"task supervisor{'' if name is None else ' ' + name}")
+
+    @staticmethod
+    def child_spec(options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """How a supervisor starts a task supervisor: ``(TaskSupervisor, {"name": ...})``."""
+        opts = dict(options or {})
+        return {
+            "id": opts.get("name", TaskSupervisor),
+            "start": (TaskSupervisor.start_link, [opts]),
+            "type": "supervisor",
+            "modules": [TaskSupervisor],
+        }
+
+    # --- starting tasks ------------------------------------------------------------------------
+
+    @staticmethod
+    def async_(supervisor: Any, fn_or_module: Any, fun: str | None = None,
+               args: Iterable[Any] | None = None, *, shutdown: Any = DEFAULT_SHUTDOWN) -> Task:
+        """Start a task under ``supervisor``, linked to the caller; return it for ``Task.await_``.
+
+        ``supervisor`` is a PID, a local name, or ``(name, node)`` for another node.
+        Either a function (``lambda: ...``) or a module (module object, class or name), a
+        function name and a list of arguments.
+        """
+        return _start_task(supervisor, shipment(fn_or_module, fun, args), link=True,
+                           shutdown=shutdown, what="async_")
+
+    @staticmethod
+    def async_nolink(supervisor: Any, fn_or_module: Any, fun: str | None = None,
+                     args: Iterable[Any] | None = None, *,
+                     shutdown: Any = DEFAULT_SHUTDOWN) -> Task:
+        """Like :meth:`async_`, without the link: a crash of the task does not touch the caller.
+
+        The caller still monitors the task, so ``Task.await_``/``Task.yield_`` report a crash
+        as :class:`TaskError` — the way to run work that may fail.
+        """
+        return _start_task(supervisor, shipment(fn_or_module, fun, args), link=False,
+                           shutdown=shutdown, what="async_nolink")
+
+    @staticmethod
+    def start_child(supervisor: Any, fn_or_module: Any, fun: str | None = None,
+                    args: Iterable[Any] | None = None, *, restart: str = "temporary",
+                    shutdown: Any = DEFAULT_SHUTDOWN) -> tuple[str, Pid]:
+        """Start a task nobody awaits (fire and forget); return ``("ok", pid)``.
+
+        ``restart="transient"`` restarts it when it crashes, ``"permanent"`` always.
+        """
+        if restart not in ("temporary", "transient", "permanent"):
+            raise ValueError(f"restart must be 'temporary', 'transient' or 'permanent', "
+                             f"not {restart!r}")
+        payload = shipment(fn_or_module, fun, args)
+        target = server.normalize(supervisor, "task supervisor")
+        result = server.call(target, ("start_task", _encode(target, payload), "noreply",
+                                      None, None, restart, shutdown),
+                             START_TASK_TIMEOUT,
+                             describe=_describe_call(target, payload, "start_child"),
+                             hint=_hint(target))
+        return result
+
+    # --- inspecting and stopping ---------------------------------------------------------------
+
+    @staticmethod
+    def children(supervisor: Any) -> list[Pid]:
+        """The PIDs of the tasks running under ``supervisor``."""
+        return server.call(server.normalize(supervisor, "task supervisor"), ("children",),
+                           hint=_hint(supervisor))
+
+    @staticmethod
+    def terminate_child(supervisor: Any, pid: Pid) -> Any:
+        """Stop the task ``pid``: ``"ok"``, or ``("error", "not_found")``."""
+        return server.call(server.normalize(supervisor, "task supervisor"),
+                           ("terminate_child", pid), None)
+
+
+def _encode(target: Any, payload: tuple) -> Any:
+    # To another node the function travels encoded, and is decoded in the task process: a
+    # function that cannot be rebuilt there becomes the task's crash, which the caller sees,
+    # instead of a request the supervisor cannot read.
+    remote = isinstance(target, tuple) or (isinstance(target, Pid) and not target.is_local)
+    return codec.dumps(payload) if remote else payload
+
+
+def _describe_call(target: Any, payload: tuple, what: str) -> str:
+    if payload[0] == "mfa":
+        call = f"{payload[1]}.{payload[2]}({', '.join(repr(a) for a in payload[3])})"
+    else:
+        call = describe(payload)
+    return f"TaskSupervisor.{what}({target!r}, {call})"
+
+
+def _hint(target: Any) -> Any:
+    def hint(reason: Any) -> str:
+        node = target[1] if isinstance(target, tuple) else (
+            target.node if isinstance(target, Pid) else pids.local_node())
+        name = target[0] if isinstance(target, tuple) else target
+        if reason == "noconnection" or (isinstance(reason, tuple) and reason[:1] == ("nodedown",)):
+            short = node.split("@")[0]
+            return (f"Is {node} running, with the same cookie? Start it, with the application "
+                    f"that starts {name!r}, e.g. nodelab node --sname {short} --app chat")
+        if reason == "noproc":
+            return (f"Nothing is registered as {name!r} on {node}: start the application that "
+                    "starts it there (e.g. --app chat), or check the name.")
+        return ""
+    return hint
+
+
+def _start_task(supervisor: Any, payload: tuple, *, link: bool, shutdown: Any, what: str) -> Task:
+    target = server.normalize(supervisor, "task supervisor")
+    me = P.current()
+    tag = make_ref()
+    mode = "link" if link else "monitor"
+    (_, pid), ref = server.call(
+        target, ("start_task", _encode(target, payload), mode, me.pid, tag, "temporary",
+                 shutdown),
+        START_TASK_TIMEOUT, describe=_describe_call(target, payload, what), hint=_hint(target),
+        keep_monitor=True)
+    # ``ref`` was our monitor of the supervisor; the supervisor made it our monitor of the
+    # task (and linked us to it) before it answered.
+    return Task(pid, ref, me.pid, describe(payload), tag)
+
+
+# --- the supervisor process -------------------------------------------------------------------
+
+class _Child:
+    __slots__ = ("payload", "restart", "shutdown")
+
+    def __init__(self, payload: Any, restart: str, shutdown: Any) -> None:
+        self.payload = payload
+        self.restart = restart
+        self.shutdown = shutdown
+
+
+def _arm(me: P.LocalProcess, pid: Pid, owner: Pid, ref: Any, *, link: bool) -> None:
+    """Link the task ``pid`` to ``owner`` and make ``ref`` the owner's monitor of it.
+
+    ``ref`` is the monitor the owner's call put on this supervisor: we drop our end of it
+    and give it to the task, so the task's exit reaches the owner as
+    ``("DOWN", ref, "process", pid, reason)`` — and a lost node still reaches it as
+    ``noconnection``, because the owner's end watches this node. The link is what
+    ``Process.link`` would do from the task's side, done here, before the task runs.
+    """
+    me.watchers.pop(ref, None)
+    task = P.lookup(pid)
+    if task is None:
+        # Killed a moment ago (by hand): what a monitor of a dead process says.
+        P.send(owner, ("DOWN", ref, "process", pid, P.NOPROC))
+        return
+    task.watchers[ref] = owner
+    if not link:
+        return
+    task.links.add(owner)
+    if owner.is_local:
+        holder = P.lookup(owner)
+        if holder is not None:
+            holder.links.add(pid)
+        else:
+            P.deliver_exit(task, owner, P.NOPROC, linked=True)
+    elif P.runtime.distribution is not None:
+        # Sent before our reply, on the same connection: the owner's node records the link
+        # before it can see anything from the task.
+        P.runtime.distribution.control(owner.node, ("link", pid, owner), connect=False)
+
+
+def _serve(booting: server.Booting, intensity: server.Intensity) -> None:
+    me = P.current()
+    me.trap_exit = True
+    parent = booting.parent
+    children: dict[Pid, _Child] = {}
+    # One task process waits, started ahead, for the next job: starting a thread is the
+    # slowest step of a task, and this takes it out of the caller's round trip.
+    spare: list[Pid] = []
+
+    def new_process() -> Pid:
+        # Tasks print where the supervisor prints: on this node (the application's group
+        # leader), not on the node of whoever asked for the task. Read it each time: a
+        # notebook may replace the node's group leader (and so ours) after we started.
+        leader = me.group_leader if me.group_leader is not None else (
+            P.runtime.default_group_leader)
+        return P.start_process(run_supervised, (), group_leader=leader, link_to=me.pid)
+
+    def start(child: _Child) -> Pid:
+        pid = None
+        while spare and pid is None:
+            pid = spare.pop()
+            if P.lookup(pid) is None:
+                pid = None  # killed while it waited (by hand): its EXIT is on its way
+        if pid is None:
+            pid = new_process()
+        children[pid] = child
+        return pid
+
+    def stop_all() -> None:
+        for pid in spare:
+            server.shutdown(pid, "brutal_kill")
+        spare.clear()
+        for pid in reversed(list(children)):
+            server.shutdown(pid, children.pop(pid).shutdown)
+
+    booting.ack(("ok", me.pid))
+    spare.append(new_process())
+    while True:
+        message = P.receive()
+        if server.is_call(message):
+            _, caller, request = message
+            kind = request[0] if type(request) is tuple and request else request
+            if kind == "start_task":
+                _, payload, mode, owner, tag, restart, shutdown = request
+                pid = start(_Child(payload, restart, shutdown))
+                if mode in ("link", "monitor"):
+                    _arm(me, pid, owner, caller[1], link=mode == "link")
+                # Reply first, then hand over the job: the reply (and the link) are then
+                # ahead of anything the task sends the caller, on the same connection.
+                server.reply(caller, ("ok", pid))
+                P.send(pid, (JOB, payload, owner, tag, "reply" if owner else "noreply",
+                             caller[1]))
+                # The next spare is started when a task ends (below), not now: now this
+                # task needs the interpreter more than a thread that nobody waits for yet.
+            elif kind == "children":
+                server.reply(caller, list(children))
+            elif kind == "which_children":
+                server.reply(caller, [(None, pid, "worker", [Task]) for pid in children])
+            elif kind == "count_children":
+                server.reply(caller, {"specs": len(children), "active": len(children),
+                                      "supervisors": 0, "workers": len(children)})
+            elif kind == "terminate_child":
+                pid = request[1]
+                child = children.pop(pid, None)
+                if child is None:
+                    server.reply(caller, ("error", "not_found"))
+                else:
+                    server.shutdown(pid, child.shutdown)
+                    server.reply(caller, "ok")
+            elif kind == "$stop":
+                stop_all()
+                server.reply(caller, "ok")
+                raise ProcessExit(request[1])
+            else:
+                server.reply(caller, ("error", ("unknown_request", request)))
+        elif type(message) is tuple and len(message) == 3 and message[0] == "EXIT":
+            _, pid, reason = message
+            if pid == parent:
+                stop_all()
+                raise ProcessExit(reason)
+            if not spare:
+                spare.append(new_process())
+            if pid in spare:
+                spare.remove(pid)  # killed while idle (by hand): replace it on next use
+                continue
+            child = children.pop(pid, None)
+            if child is None or child.restart == "temporary":
+                continue
+            if child.restart == "transient" and server.is_normal_exit(reason):
+                continue
+            if not intensity.add():
+                P.runtime.error_sink(
+                    f"[error] Task supervisor {me.name or me.pid!r}: {intensity.describe()}, "
+                    "shutting down")
+                stop_all()
+                raise ProcessExit("shutdown")
+            restarted = start(child)
+            P.send(restarted, (JOB, child.payload, None, None, "noreply", None))
+        # anything else is not for us: drop it, as a GenServer logs and drops stray messages

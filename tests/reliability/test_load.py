@@ -1,0 +1,167 @@
+"""Load: many messages among four nodes, ten thousand waiting processes, sixteen idle
+nodes, a mailbox of a hundred thousand messages.
+
+These are the CI-sized versions (each well under 20 s on 2 cores); the full-size figures
+(1,000,000 messages, peak memory per node, idle CPU over 5 s) come from
+``benchmarks/reliability_figures.py``. What must hold at any size: no message lost while
+the nodes are up, and the order of every sender-receiver pair kept (SPEC §3).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import load_workload
+import pytest
+from reliability_helpers import HERE, ROOT, cpu_seconds, proc_status_kb, thread_count
+
+from nodelab import ANY, Node, Pid, receive, self, send, spawn
+
+WORKLOAD_PATH = {"PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
+
+
+def start_peers(start_peer, names: list[str], **options) -> list:
+    """Start several peers at once (each start is mostly waiting for Python to import)."""
+    started: dict[str, object] = {}
+    errors: list[BaseException] = []
+
+    def start(name: str) -> None:
+        try:
+            started[name] = start_peer(name, **options)
+        except BaseException as error:  # noqa: BLE001 - re-raised below
+            errors.append(error)
+
+    threads = [threading.Thread(target=start, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    if errors:
+        raise errors[0]
+    return [started[name] for name in names]
+
+
+def test_messages_among_four_nodes_are_all_delivered_in_order(alex, start_peer,
+                                                              record_property) -> None:
+    peers = start_peers(start_peer, ["load1", "load2", "load3"], env=WORKLOAD_PATH)
+    nodes = [alex] + [peer.node for peer in peers]
+    # 4 nodes x 3 senders x 3 other receivers x 2,800 = 100,800 messages; each receiver
+    # hears from 9 senders at once. The nodes are connected pair by pair first (see the
+    # next test for what happens when they all connect at once).
+    result = load_workload.run_message_load(nodes, senders_per_node=3, per_pair=2_800)
+    record_property("load", result)
+    print(f"load: {result['expected']} messages in {result['seconds']:.2f} s "
+          f"= {result['throughput']:,.0f} msg/s; peak RSS per peer (kB): "
+          f"{[proc_status_kb(peer.os_pid, 'VmHWM') for peer in peers]}")
+    assert result["lost"] == 0, result
+    assert result["order_errors"] == 0, result
+    assert result["received"] == result["expected"] == 100_800
+    assert set(Node.list()) >= {peer.node for peer in peers}  # nobody was dropped by a tick
+
+
+def test_ten_thousand_processes_wait_in_receive_on_one_node(alex, start_peer,
+                                                           record_property) -> None:
+    crowd_node = start_peer("crowd", env=WORKLOAD_PATH)
+    rss_before = proc_status_kb(crowd_node.os_pid, "VmRSS")
+    Node.spawn(crowd_node.node, load_workload.crowd, args=[self(), 10_000])
+    _, count, seconds_up = receive(("crowd up", ANY, ANY), timeout=60)
+    rss_up = proc_status_kb(crowd_node.os_pid, "VmRSS")
+    threads = thread_count(crowd_node.os_pid)
+    cpu_before = cpu_seconds(crowd_node.os_pid)
+    time.sleep(1.0)
+    idle_cpu = cpu_seconds(crowd_node.os_pid) - cpu_before
+    figures = {"processes": count, "start_s": round(seconds_up, 2),
+               "rss_before_kb": rss_before, "rss_with_crowd_kb": rss_up,
+               "kb_per_process": round((rss_up - rss_before) / count, 1),
+               "threads": threads, "idle_cpu_1s": round(idle_cpu, 3)}
+    record_property("crowd", figures)
+    print(f"10,000 waiting processes: {figures}")
+    assert count == 10_000
+    assert threads is not None and threads >= 10_000
+    assert idle_cpu < 0.2, "processes blocked in receive must not burn CPU"
+    # The node still answers, and a message still reaches one of the crowd quickly.
+    assert Node.ping(crowd_node.node) == "pong"
+    # (Waking all 10,000 at once takes CPython tens of seconds of GIL hand-offs, so the
+    # crowd is not released here: the node is stopped with it; the figures script times it.)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "core bug: two nodes that dial each other at the same moment can both complete a "
+    "handshake; Distribution._establish (nodelab/distribution.py) then replaces the live "
+    "connection and closes it with frames still in flight, so messages are lost and "
+    "reordered between nodes that are up"))
+def test_nodes_that_first_meet_under_load_lose_no_message(alex, start_peer) -> None:
+    peers = start_peers(start_peer, ["meet1", "meet2", "meet3", "meet4"], env=WORKLOAD_PATH)
+    nodes = [peer.node for peer in peers]
+    for peer in peers:
+        assert Node.ping(peer.node) == "pong"
+    for _ in range(6):  # each round makes 6 pairs connect at once, under traffic
+        result = load_workload.run_message_load(nodes, senders_per_node=2, per_pair=400,
+                                                mesh_first=False, idle=2.0)
+        assert (result["lost"], result["order_errors"]) == (0, 0), result
+        load_workload.disconnect_mesh(nodes, keep=alex)
+
+
+def test_sixteen_idle_nodes_use_little_cpu(alex, start_peer, record_property) -> None:
+    peers = start_peers(start_peer, [f"idle{i:02d}" for i in range(16)])
+    for peer in peers:  # a connected cluster: every connection ticks
+        assert Node.ping(peer.node) == "pong"
+    time.sleep(0.5)  # let start-up work finish
+    before = {peer.os_pid: cpu_seconds(peer.os_pid) for peer in peers}
+    started = time.monotonic()
+    time.sleep(3.0)
+    wall = time.monotonic() - started
+    used = sum(cpu_seconds(pid) - cpu for pid, cpu in before.items())
+    percent = 100 * used / wall
+    rss = [proc_status_kb(peer.os_pid, "VmRSS") for peer in peers]
+    record_property("idle_cpu_percent_16_nodes", round(percent, 2))
+    print(f"16 idle nodes: {percent:.2f}% of one CPU together over {wall:.1f} s "
+          f"(tick {peers and 1.0} s); RSS per node {min(rss)}-{max(rss)} kB")
+    assert percent < 5.0, f"16 idle nodes used {percent:.1f}% of a CPU"
+
+
+def test_selective_receive_finds_the_last_of_100000_queued_messages(alex,
+                                                                    record_property) -> None:
+    me = self()
+    count = 100_000
+
+    def picky() -> None:
+        receive("start")  # passes over every message queued before "start"
+        started = time.monotonic()
+        last = receive(("last", ANY), timeout=30)
+        took = time.monotonic() - started
+        rest = [receive(timeout=5) for _ in range(count)]
+        send(me, ("picked", last, took, rest == list(range(count))))
+
+    pid = spawn(picky)
+    for number in range(count):
+        send(pid, number)
+    send(pid, ("last", count))
+    began = time.monotonic()
+    send(pid, "start")
+    _, last, took, in_order = receive(("picked", ANY, ANY, ANY), timeout=60)
+    total = time.monotonic() - began
+    record_property("selective_receive_s", round(took, 4))
+    print(f"selective receive past 100,000 queued messages: {took * 1000:.1f} ms "
+          f"(including the first scan: {total * 1000:.1f} ms)")
+    assert last == ("last", count)
+    assert in_order, "the other messages must stay queued in their order"
+    assert took < 2.0
+
+
+def test_a_busy_receiver_on_another_node_gets_every_message_of_many_senders(
+        alex, start_peer) -> None:
+    """Several senders of one node, one receiver of another, sending as fast as they can."""
+    kate = start_peer("kate", env=WORKLOAD_PATH)
+    me = self()
+    receiver = Node.spawn(kate.node, load_workload.receiver, args=[me, list(range(8)), 5_000])
+    receive(("receiver ready", Pid), timeout=10)
+    senders = [spawn(load_workload.sender, me, i, [receiver], 5_000) for i in range(8)]
+    for _ in senders:
+        receive(("sender ready", Pid), timeout=10)
+    for pid in senders:
+        send(pid, "go")
+    _, _, received, errors, examples = receive(("received", ANY, ANY, ANY, ANY), timeout=60)
+    assert (received, errors) == (40_000, 0), examples
