@@ -60,7 +60,7 @@ KNOWN_TAGS = frozenset({"nbval-ignore-output", "nbval-skip", "raises-exception",
 #: The first code cell of every notebook: the magics in a plain ``python3`` kernel too
 #: (``--nbval-current-env`` uses one). It ends with ``;`` so that the nodelab kernel, where
 #: the extension is already loaded and the call returns "already loaded", shows nothing.
-LOAD_EXTENSION = 'get_ipython().extension_manager.load_extension("nodelab");'
+LOAD_EXTENSION = "import nodelab.notebook"
 
 KERNELSPEC = {"name": "nodelab", "display_name": "Python 3 (nodelab)", "language": "python"}
 

@@ -26,6 +26,9 @@ from typing import Any
 
 import pytest
 
+#: Marks a NODELAB_ENV that this plugin set (not the user).
+ENV_SET_BY_PYTEST = "NODELAB_ENV_SET_BY_PYTEST"
+
 _EXCLUDED_KEY = pytest.StashKey[list]()
 _STARTED_KEY = pytest.StashKey[bool]()
 _ALL_EXCLUDED_KEY = pytest.StashKey[bool]()
@@ -47,7 +50,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "distributed: the test needs other nodes; excluded unless the test run "
                    "is a named node (pytest --sname NAME)")
     # `mix test` runs in the test environment; so does pytest, unless told otherwise.
-    os.environ.setdefault("NODELAB_ENV", "test")
+    if "NODELAB_ENV" not in os.environ:
+        os.environ["NODELAB_ENV"] = "test"
+        # Kernels that nbval starts inherit this environment, but a notebook is an
+        # interactive session (iex, not mix test): the extension drops the test env there.
+        os.environ[ENV_SET_BY_PYTEST] = "1"
     config.stash[_EXCLUDED_KEY] = []
     config.stash[_STARTED_KEY] = False
     name = config.getoption("nodelab_sname") or config.getoption("nodelab_name")
