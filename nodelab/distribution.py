@@ -440,6 +440,14 @@ class Distribution:
                 del self.connections[node]
             else:
                 return  # a newer connection replaced this one
+        try:
+            self._tell_processes(node)
+        finally:
+            # Node monitors and pending requests are told even if a process's record was
+            # in an unexpected state: a nodedown must never be lost.
+            self._tell_node_watchers(node)
+
+    def _tell_processes(self, node: str) -> None:
         for proc in list(P.runtime.processes.values()):
             for pid in [p for p in list(proc.links) if p.node == node]:
                 P.deliver_exit(proc, pid, P.NOCONNECTION, linked=True)
@@ -450,6 +458,8 @@ class Distribution:
                     proc.mailbox.put(("DOWN", ref, "process", target, P.NOCONNECTION))
             for ref in [r for r, w in list(proc.watchers.items()) if w.node == node]:
                 proc.watchers.pop(ref, None)
+
+    def _tell_node_watchers(self, node: str) -> None:
         with P.runtime.lock:
             fired = [(r, pid) for r, (pid, n) in P.runtime.node_watchers.items() if n == node]
             for ref, _ in fired:

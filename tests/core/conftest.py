@@ -14,8 +14,10 @@ COOKIE = "secret_token"
 TICK = 1.0
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def alex():
+    # Per module, so that the name is free again for the lesson notebooks that nbval runs
+    # in the same test run (each of them starts its own alex@localhost).
     name = Node.start("alex", cookie=COOKIE, tick_time=TICK)
     yield name
     Node.stop()

@@ -87,7 +87,10 @@ def test_ten_thousand_processes_wait_in_receive_on_one_node(alex, start_peer,
     # crowd is not released here: the node is stopped with it; the figures script times it.)
 
 
-@pytest.mark.xfail(strict=True, reason=(
+# Not strict: since the acceptor refuses a second connection to a node it is connected to,
+# the loss is rare and this test passes on most runs; it stays until the BEAM's full
+# "alive" exchange replaces that check (issue 6 stays open for it).
+@pytest.mark.xfail(strict=False, reason=(
     "core bug: two nodes that dial each other at the same moment can both complete a "
     "handshake; Distribution._establish (nodelab/distribution.py) then replaces the live "
     "connection and closes it with frames still in flight, so messages are lost and "
