@@ -196,6 +196,8 @@ def _sanitize(text: str) -> str:
      "\x1b[31m\x1b[31m\x1b[1m1 failed\x1b[0m\x1b[31m in 1.5s\x1b[0m"),
     ("/work/main/nodelab/otp/server.py:115: nodelab.otp.errors.CallNoConnection",
      "/home/ci/src/nodelab/otp/server.py:131: nodelab.otp.errors.CallNoConnection"),
+    ("\x1b[1m\x1b[31m/work/main/nodelab/otp/server.py\x1b[0m:121: CallNoConnection",
+     "\x1b[1m\x1b[31m/check/work/main/nodelab/otp/server.py\x1b[0m:130: CallNoConnection"),
     ("round trip 4.7 ms", "round trip 13 ms"),
 ])
 def test_sanitizer_masks_what_varies(varying: tuple[str, str]) -> None:
