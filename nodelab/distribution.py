@@ -43,6 +43,8 @@ BURST_GAP = 50e-6
 #: A sender waits when this many bytes are queued for one peer.
 MAX_PENDING = 8 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 5.0
+# What _dial returns when the peer's connection is the one to use (NOK or a live one).
+_THEIR_CONNECTION_WINS = object()
 DEFAULT_TICK_TIME = 15.0
 
 
@@ -220,9 +222,13 @@ class Distribution:
         self.mapper_port = mapper_port
         self.host_ip = resolve_host(name.host)
         self.connections: dict[str, Connection] = {}
-        self.connecting: dict[str, threading.Event] = {}
-        self.connect_locks: dict[str, threading.Lock] = {}
+        # A connection to a peer is in one of three states, changed only under the lock so
+        # that a dial and an incoming handshake for the same peer see each other: dialling
+        # (we run the handshake as initiator), accepting (the peer does), or up.
+        self.dialling: set[str] = set()
+        self.accepting: dict[str, int] = {}
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
         self.node_subscribers: set[Pid] = set()  # Node.monitor_nodes(True)
         self.request_watchers: dict[Ref, tuple[Pid, str]] = {}  # pending requests
         self.stopped = threading.Event()
@@ -259,6 +265,8 @@ class Distribution:
 
     def stop(self) -> None:
         self.stopped.set()
+        with self.changed:
+            self.changed.notify_all()  # a connect waiting for a peer's dial gives up now
         for conn in list(self.connections.values()):
             conn.flush_pending()  # what processes sent before the stop still leaves
         self.flush_queue.put(None)
@@ -300,21 +308,38 @@ class Distribution:
                       "long" if self.name.long else "short", "long" if self.name.long else "short",
                       "name" if self.name.long else "sname")
             return None
-        with self.lock:
-            lock = self.connect_locks.setdefault(node, threading.Lock())
-        with lock:
-            conn = self.connections.get(node)
-            if conn is not None and conn.alive:
-                return conn
-            event = threading.Event()
-            self.connecting[node] = event
-            try:
-                return self._dial(target, node)
-            finally:
-                self.connecting.pop(node, None)
-                event.set()
+        deadline = time.monotonic() + HANDSHAKE_TIMEOUT + CONNECT_TIMEOUT
+        with self.changed:
+            while True:
+                conn = self._live(node)
+                if conn is not None or self.stopped.is_set():
+                    return conn
+                if node not in self.dialling and not self.accepting.get(node):
+                    self.dialling.add(node)
+                    break
+                # Another thread dials, or the peer is dialling us: wait for that one.
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self.changed.wait(remaining)
+        try:
+            outcome = self._dial(target, node)
+        finally:
+            with self.changed:
+                self.dialling.discard(node)
+                self.changed.notify_all()
+        if outcome is not _THEIR_CONNECTION_WINS:
+            return outcome
+        with self.changed:
+            self.changed.wait_for(lambda: self._live(node) is not None or self.stopped.is_set(),
+                                  timeout=HANDSHAKE_TIMEOUT)
+            return self._live(node)
 
-    def _dial(self, target: NodeName, node: str) -> Connection | None:
+    def _live(self, node: str) -> Connection | None:
+        conn = self.connections.get(node)
+        return conn if conn is not None and conn.alive else None
+
+    def _dial(self, target: NodeName, node: str) -> Connection | object | None:
         try:
             host_ip = resolve_host(target.host)
         except (OSError, ValueError):
@@ -326,24 +351,27 @@ class Distribution:
             sock = socket.create_connection((host_ip, port), timeout=CONNECT_TIMEOUT)
         except OSError:
             return None
+
+        def old_connection_is_stale() -> bool:
+            # The peer holds a connection from us. If we hold none, and are not accepting
+            # one from the peer right now, theirs is half-open or from our previous life.
+            with self.lock:
+                return self._live(node) is None and not self.accepting.get(node)
+
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(HANDSHAKE_TIMEOUT)
             status, peer_tag, send_key, recv_key = handshake.initiate(
-                sock, self.cookie_for(node), self.full_name, node, codec.PYTHON_TAG)
+                sock, self.cookie_for(node), self.full_name, node, codec.PYTHON_TAG,
+                old_connection_is_stale=old_connection_is_stale)
         except (OSError, handshake.HandshakeError):
             sock.close()
             return None
-        if status == handshake.NOK:
-            # Both nodes dialled at once; the peer's connection to us wins. Wait for it.
+        if status in (handshake.NOK, handshake.ALIVE):
+            # Both nodes dialled at once and the peer's dial wins, or the connection we
+            # already have is the one to use.
             sock.close()
-            deadline = time.monotonic() + HANDSHAKE_TIMEOUT
-            while time.monotonic() < deadline:
-                conn = self.connections.get(node)
-                if conn is not None and conn.alive:
-                    return conn
-                time.sleep(0.002)
-            return None
+            return _THEIR_CONNECTION_WINS
         if status != handshake.OK:
             sock.close()
             return None
@@ -355,16 +383,19 @@ class Distribution:
         conn = Connection(self, sock, node, send_key, recv_key, peer_tag)
         old = self.connections.get(node)
         if old is not None:
-            # The peer no longer has the old connection (it restarted, or it gave up on a
+            # The peer said the old connection is stale (it restarted, or it gave up on a
             # half-open one): everything that depended on it is told before the new one
             # exists, so no link outlives the connection it was made over.
             old.close("connection_closed")
             self.connection_down(old, "connection_closed")
-        with self.lock:
+        with self.changed:
             self.connections[node] = conn
-        conn.reader.start()
-        for subscriber in list(self.node_subscribers):
+            self.changed.notify_all()
+        # nodeup goes out before the first frame of the peer is read: a process that the
+        # peer spawns here, and that then monitors nodes, must not see this nodeup.
+        for subscriber in self.node_subscribers.copy():
             P.send(subscriber, ("nodeup", node))
+        conn.reader.start()
         return conn
 
     def _accept_loop(self) -> None:
@@ -395,24 +426,41 @@ class Distribution:
             if node == self.full_name or peer.long != self.name.long:
                 handshake.refuse(sock, handshake.NOT_ALLOWED)
                 raise handshake.HandshakeError("not allowed")
-            live = self.connections.get(node)
-            if (live is not None and live.alive) or (node in self.connecting
-                                                     and self.full_name < node):
-                # Already connected (both dialled and the other dial won), or both are
-                # dialling and ours wins: the peer uses the other connection.
+            with self.changed:
+                if node in self.dialling and self.full_name < node:
+                    decision = "refuse"  # both dial at once; ours wins, the peer waits for it
+                elif self._live(node) is not None:
+                    decision = "ask"
+                else:
+                    decision = "accept"
+                if decision != "refuse":
+                    self.accepting[node] = self.accepting.get(node, 0) + 1
+            if decision == "refuse":
                 handshake.refuse(sock, handshake.NOK)
                 sock.close()
                 return
             try:
-                send_key, recv_key = handshake.accept(
-                    sock, self.cookie_for(node), self.full_name, hello, codec.PYTHON_TAG)
-            except handshake.HandshakeError as error:
-                if str(error) == "invalid challenge reply":
-                    log.error("** Connection attempt from node %s rejected. Invalid challenge "
-                              "reply. **", node)
-                raise
-            sock.settimeout(None)
-            self._establish(sock, node, send_key, recv_key, hello.python_tag)
+                if decision == "ask" and not handshake.ask_whether_stale(sock):
+                    sock.close()  # the peer keeps using the connection we have
+                    return
+                try:
+                    send_key, recv_key = handshake.accept(
+                        sock, self.cookie_for(node), self.full_name, hello, codec.PYTHON_TAG)
+                except handshake.HandshakeError as error:
+                    if str(error) == "invalid challenge reply":
+                        log.error("** Connection attempt from node %s rejected. Invalid "
+                                  "challenge reply. **", node)
+                    raise
+                sock.settimeout(None)
+                self._establish(sock, node, send_key, recv_key, hello.python_tag)
+            finally:
+                with self.changed:
+                    left = self.accepting.get(node, 1) - 1
+                    if left:
+                        self.accepting[node] = left
+                    else:
+                        self.accepting.pop(node, None)
+                    self.changed.notify_all()
         except (OSError, handshake.HandshakeError):
             try:
                 sock.close()
@@ -448,15 +496,17 @@ class Distribution:
             self._tell_node_watchers(node)
 
     def _tell_processes(self, node: str) -> None:
-        for proc in list(P.runtime.processes.values()):
-            for pid in [p for p in list(proc.links) if p.node == node]:
+        # .copy() of a dict or set is one C call, so it cannot meet the other threads that
+        # link, monitor and exit meanwhile (iterating a live one could: "changed size").
+        for proc in P.runtime.processes.copy().values():
+            for pid in [p for p in proc.links.copy() if p.node == node]:
                 P.deliver_exit(proc, pid, P.NOCONNECTION, linked=True)
-            for ref, target in list(proc.watching.items()):
+            for ref, target in proc.watching.copy().items():
                 target_node = target.node if isinstance(target, Pid) else (
                     target[1] if isinstance(target, tuple) else None)
                 if target_node == node and proc.watching.pop(ref, None) is not None:
                     proc.mailbox.put(("DOWN", ref, "process", target, P.NOCONNECTION))
-            for ref in [r for r, w in list(proc.watchers.items()) if w.node == node]:
+            for ref in [r for r, w in proc.watchers.copy().items() if w.node == node]:
                 proc.watchers.pop(ref, None)
 
     def _tell_node_watchers(self, node: str) -> None:

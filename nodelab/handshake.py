@@ -12,6 +12,14 @@ and the cookie itself never crosses the wire::
                                            <-   ACK        HMAC(cookie, nonce_a...)
 
 The two session keys for the frames' MACs are derived from the cookie and both nonces.
+
+Like the BEAM's handshake, the first answer may instead be a status without a challenge:
+``NOK`` when both nodes dial each other at once and the acceptor's own dial wins, or
+``ALIVE`` when the acceptor still holds a connection from the initiator's name. The initiator
+then says in one byte whether that old connection is stale (it holds no connection of its
+own: the old one is half-open, or it is a new incarnation of the node). Only on "stale" does
+the acceptor go on with the challenge, and it drops the old connection only after the new one
+proved the cookie, so nobody without the cookie can knock a connection down.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import hmac
 import os
 import socket
 import struct
+from collections.abc import Callable
 
 MAGIC = b"NLB1"
 NONCE_SIZE = 32
@@ -30,6 +39,10 @@ MAX_HANDSHAKE = 600
 OK = 0
 NOK = 1  # both nodes connect to each other at once; the other connection wins
 NOT_ALLOWED = 2  # e.g. the name is not a valid node name
+ALIVE = 3  # the acceptor holds a connection from this name: is it stale?
+
+STALE = b"\x01"
+STILL_IN_USE = b"\x00"
 
 
 class HandshakeError(Exception):
@@ -97,9 +110,21 @@ class Hello:
         self.python_tag = python_tag
 
 
+def _status(data: bytes) -> int:
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 1:
+        raise HandshakeError("the peer is not a nodelab node")
+    return data[len(MAGIC)]
+
+
 def initiate(sock: socket.socket, cookie: str, my_name: str, peer_name: str,
-             python_tag: str) -> tuple[int, str, bytes, bytes]:
+             python_tag: str, *,
+             old_connection_is_stale: Callable[[], bool] | None = None,
+             ) -> tuple[int, str, bytes, bytes]:
     """Run the initiator's side; return (status, peer python tag, send key, receive key).
+
+    When the peer answers ``ALIVE``, ``old_connection_is_stale()`` decides the answer (by
+    default: stale, as a node that just started would say); if it is not stale, the status
+    returned is ``ALIVE`` and the caller uses the connection it already has.
 
     Raises :class:`HandshakeError` when the peer refuses us (a wrong cookie looks like a
     closed connection here, as on the BEAM, where only the accepting node logs it).
@@ -107,9 +132,16 @@ def initiate(sock: socket.socket, cookie: str, my_name: str, peer_name: str,
     nonce_a = os.urandom(NONCE_SIZE)
     _send(sock, MAGIC + _pack_name(my_name) + nonce_a + _pack_name(python_tag))
     data = _recv(sock)
-    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 1:
-        raise HandshakeError("the peer is not a nodelab node")
-    status = data[len(MAGIC)]
+    status = _status(data)
+    if status == ALIVE:
+        stale = old_connection_is_stale() if old_connection_is_stale is not None else True
+        _send(sock, STALE if stale else STILL_IN_USE)
+        if not stale:
+            return ALIVE, "", b"", b""
+        data = _recv(sock)
+        status = _status(data)
+        if status == ALIVE:
+            raise HandshakeError("the peer asked twice whether its connection is stale")
     if status != OK:
         return status, "", b"", b""
     name, offset = _unpack_name(data, len(MAGIC) + 1)
@@ -143,6 +175,15 @@ def read_hello(sock: socket.socket) -> Hello:
 
 def refuse(sock: socket.socket, status: int) -> None:
     _send(sock, MAGIC + bytes((status,)))
+
+
+def ask_whether_stale(sock: socket.socket) -> bool:
+    """The acceptor holds a connection from this name: ask the initiator if it is stale."""
+    _send(sock, MAGIC + bytes((ALIVE,)))
+    answer = _recv(sock)
+    if answer not in (STALE, STILL_IN_USE):
+        raise HandshakeError("malformed answer to ALIVE")
+    return answer == STALE
 
 
 def accept(sock: socket.socket, cookie: str, my_name: str, hello: Hello,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from nodelab import ANY, Node, Pid, monitor, receive, self, send, spawn
+from nodelab import ANY, Node, Pid, monitor, receive, register, self, send, spawn, unregister
 
 
 def receiver(collector: Any, senders: list[int], per_sender: int, idle: float = 10.0) -> None:
@@ -98,6 +98,41 @@ def _disconnect_others(collector: Any, keep: str) -> None:
         if other != keep:
             Node.disconnect(other)
     send(collector, ("disconnected", Node.self()))
+
+
+def meet_at(collector: Any, other: str, at: float, count: int) -> None:
+    """At wall-clock time ``at``, connect to ``other`` (which does the same to us) and send
+    it ``count`` numbered messages; report every nodeup/nodedown seen meanwhile and what
+    arrived from ``other``'s ``meet_at``."""
+    Node.monitor_nodes(True)
+    register_name = "meeting"
+    register(register_name)
+    try:
+        time.sleep(max(0.0, at - time.time()))
+        connected = Node.connect(other)
+        for number in range(count):
+            send((register_name, other), number)
+        received: list[Any] = []
+        events: list[tuple[str, str]] = []
+        deadline = time.monotonic() + 10
+        while len(received) < count and time.monotonic() < deadline:
+            message = receive(timeout=max(0.0, deadline - time.monotonic()), after=None)
+            if message is None:
+                break
+            if isinstance(message, tuple) and message[0] in ("nodeup", "nodedown"):
+                if message[1] == other:
+                    events.append(message)
+            else:
+                received.append(message)
+        # Anything that would still come (a late nodedown) is waited for a moment.
+        while (late := receive(timeout=0.2, after=None)) is not None:
+            if isinstance(late, tuple) and late[0] in ("nodeup", "nodedown") and late[1] == other:
+                events.append(late)
+        send(collector, ("met", Node.self(), connected, received == list(range(count)),
+                         len(received), events))
+    finally:
+        unregister(register_name)
+        Node.monitor_nodes(False)
 
 
 def run_message_load(nodes: list[str], senders_per_node: int, per_pair: int,

@@ -16,7 +16,6 @@ import signal
 import sys
 import time
 
-import pytest
 from reliability_helpers import COOKIE, TICK, RawPeer, Remote, os_process_gone, wait_until
 
 from nodelab import (
@@ -211,11 +210,6 @@ def test_node_down_is_reported_while_other_processes_monitor_and_demonitor(
         P.exit(watched, "kill")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: Distribution._establish (nodelab/distribution.py) replaces a live connection "
-    "to the same node name silently; connection_down of the old one returns early "
-    "('a newer connection replaced this one'), so links, monitors and node monitors of "
-    "the old connection are never told"))
 def test_a_new_connection_from_a_connected_node_takes_the_old_one_down_first(
         alex, start_peer, trapping) -> None:
     kate = start_peer("kate")

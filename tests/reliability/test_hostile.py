@@ -396,6 +396,32 @@ def test_a_wrong_cookie_is_refused_every_time_with_one_line_each(
     assert not [n for n in Node.list() if n.startswith("eve")]
 
 
+def test_claiming_a_connected_name_without_the_cookie_takes_nothing_down(
+        alex, good_peer, error_lines) -> None:
+    """The ALIVE question lets a node replace a stale connection; the old one is dropped
+    only after the newcomer proved the cookie, so an impostor cannot cut kate off."""
+    kate = next(node for node in Node.list() if node.startswith("kate@"))
+    Node.monitor(kate)
+    try:
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", my_port()), timeout=3) as sock:
+                sock.settimeout(3)
+                sock.sendall(hello(kate.encode(), os.urandom(handshake.NONCE_SIZE)))
+                answer = sock.recv(1024)
+                assert answer[2:7] == handshake.MAGIC + bytes((handshake.ALIVE,)), answer
+                sock.sendall(struct.pack("!H", 1) + handshake.STALE)  # "yes, replace it"
+                challenge = sock.recv(1024)
+                assert challenge[6] == handshake.OK
+                sock.sendall(struct.pack("!H", handshake.DIGEST_SIZE) + os.urandom(32))
+                assert closes_soon(sock)
+        assert receive(("nodedown", kate), timeout=0.5, after=None) is None
+        assert kate in Node.list()
+        assert good_peer("still there")
+        assert len([x for x in error_lines if f"node {kate} rejected" in x]) == 5
+    finally:
+        Node.monitor(kate, False)  # kate stops after the test: no stray nodedown
+
+
 EVE_TRIES = """
 import sys
 results = []

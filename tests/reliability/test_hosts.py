@@ -152,10 +152,6 @@ events
                 "receive('fresh', timeout=5)") == "fresh"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: when a node dials a peer that still holds a half-open connection from it, "
-    "Distribution._establish (nodelab/distribution.py) replaces the old connection without "
-    "nodedown, so the peer's links to the dialling node survive the broken connection"))
 def test_a_half_open_connection_is_taken_down_before_the_new_one(hosts, tmp_path) -> None:
     # kate's tick is long: she does not notice the cut; alex (tick 1 s) does and closes.
     alex = start_node(hosts, hosts.a, ALEX, 1.0, tmp_path)
@@ -191,7 +187,8 @@ while (message := receive(timeout=0.5, after=None)) is not None:
         events.append("kate's trapper: " + str(message[2][2]))
 events
 """, timeout=10)
-        assert events[:2] == ["nodedown", "nodeup"], events
+        node_events = [event for event in events if event in ("nodedown", "nodeup")]
+        assert node_events[:2] == ["nodedown", "nodeup"], events
         assert "kate's trapper: noconnection" in events, events
     finally:
         alex.close()

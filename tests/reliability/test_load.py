@@ -14,7 +14,6 @@ import threading
 import time
 
 import load_workload
-import pytest
 from reliability_helpers import HERE, ROOT, cpu_seconds, proc_status_kb, thread_count
 
 from nodelab import ANY, Node, Pid, receive, self, send, spawn
@@ -87,14 +86,6 @@ def test_ten_thousand_processes_wait_in_receive_on_one_node(alex, start_peer,
     # crowd is not released here: the node is stopped with it; the figures script times it.)
 
 
-# Not strict: since the acceptor refuses a second connection to a node it is connected to,
-# the loss is rare and this test passes on most runs; it stays until the BEAM's full
-# "alive" exchange replaces that check (issue 6 stays open for it).
-@pytest.mark.xfail(strict=False, reason=(
-    "core bug: two nodes that dial each other at the same moment can both complete a "
-    "handshake; Distribution._establish (nodelab/distribution.py) then replaces the live "
-    "connection and closes it with frames still in flight, so messages are lost and "
-    "reordered between nodes that are up"))
 def test_nodes_that_first_meet_under_load_lose_no_message(alex, start_peer) -> None:
     peers = start_peers(start_peer, ["meet1", "meet2", "meet3", "meet4"], env=WORKLOAD_PATH)
     nodes = [peer.node for peer in peers]
@@ -105,6 +96,41 @@ def test_nodes_that_first_meet_under_load_lose_no_message(alex, start_peer) -> N
                                                 mesh_first=False, idle=2.0)
         assert (result["lost"], result["order_errors"]) == (0, 0), result
         load_workload.disconnect_mesh(nodes, keep=alex)
+
+
+# A loaded host or a distant one: accepting a handshake takes 30 ms, which widens the
+# moment in which a node's own dial and the peer's dial can cross.
+SLOW_HANDSHAKE = """
+import time as _time
+import nodelab.handshake as _handshake
+_accept = _handshake.accept
+def _slow_accept(*args, **options):
+    _time.sleep(0.03)
+    return _accept(*args, **options)
+_handshake.accept = _slow_accept
+"""
+
+
+def test_two_nodes_that_dial_each_other_at_the_same_instant_end_with_one_connection(
+        alex, start_peer) -> None:
+    """Like the BEAM's handshake: when both dial at once, one dial wins (NOK for the other)
+    and the connection that is up is never replaced: no nodedown, no message lost."""
+    kate, moebi = start_peers(start_peer, ["kate", "moebi"], env=WORKLOAD_PATH,
+                              eval=SLOW_HANDSHAKE)
+    me = self()
+    # One dial may also start while the other's handshake is under way: the offsets sweep
+    # both orders across the 30 ms the handshake takes on these nodes.
+    for attempt, offset_ms in enumerate(range(-40, 41, 5)):
+        at = time.time() + 0.3
+        for here, there, start in ((kate, moebi, at), (moebi, kate, at + offset_ms / 1000)):
+            Node.spawn(here.node, load_workload.meet_at, args=[me, there.node, start, 200])
+        reports = [receive(("met", ANY, ANY, ANY, ANY, ANY), timeout=20) for _ in range(2)]
+        for _, node, connected, in_order, count, events in reports:
+            assert connected, f"attempt {attempt}: {node} could not connect"
+            assert in_order, f"attempt {attempt}: {node} got {count} of 200, or out of order"
+            assert [event[0] for event in events] == ["nodeup"], (
+                f"attempt {attempt}: {node} saw {events}: the first connection was replaced")
+        load_workload.disconnect_mesh([kate.node, moebi.node], keep=alex)
 
 
 def test_sixteen_idle_nodes_use_little_cpu(alex, start_peer, record_property) -> None:
