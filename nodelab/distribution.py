@@ -363,7 +363,8 @@ class Distribution:
             sock.settimeout(HANDSHAKE_TIMEOUT)
             status, peer_tag, send_key, recv_key = handshake.initiate(
                 sock, self.cookie_for(node), self.full_name, node, codec.PYTHON_TAG,
-                old_connection_is_stale=old_connection_is_stale)
+                old_connection_is_stale=old_connection_is_stale,
+                deadline=time.monotonic() + HANDSHAKE_TIMEOUT)
         except (OSError, handshake.HandshakeError):
             sock.close()
             return None
@@ -416,7 +417,8 @@ class Distribution:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(HANDSHAKE_TIMEOUT)
-            hello = handshake.read_hello(sock)
+            deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+            hello = handshake.read_hello(sock, deadline)
             try:
                 peer = parse_node_name(hello.name)
             except ValueError:
@@ -440,12 +442,13 @@ class Distribution:
                 sock.close()
                 return
             try:
-                if decision == "ask" and not handshake.ask_whether_stale(sock):
+                if decision == "ask" and not handshake.ask_whether_stale(sock, deadline):
                     sock.close()  # the peer keeps using the connection we have
                     return
                 try:
                     send_key, recv_key = handshake.accept(
-                        sock, self.cookie_for(node), self.full_name, hello, codec.PYTHON_TAG)
+                        sock, self.cookie_for(node), self.full_name, hello, codec.PYTHON_TAG,
+                        deadline)
                 except handshake.HandshakeError as error:
                     if str(error) == "invalid challenge reply":
                         log.error("** Connection attempt from node %s rejected. Invalid "

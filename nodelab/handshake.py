@@ -28,6 +28,7 @@ import hmac
 import os
 import socket
 import struct
+import time
 from collections.abc import Callable
 
 MAGIC = b"NLB1"
@@ -53,21 +54,31 @@ def _send(sock: socket.socket, payload: bytes) -> None:
     sock.sendall(struct.pack("!H", len(payload)) + payload)
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
+def _recv_exact(sock: socket.socket, size: int, deadline: float | None) -> bytes:
     chunks = bytearray()
     while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
+        if deadline is not None:
+            # One deadline for the whole handshake, not one timeout per read: a peer that
+            # sends a byte now and then must not hold the acceptor for ever.
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise HandshakeError("the handshake took too long")
+            sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(size - len(chunks))
+        except TimeoutError:
+            raise HandshakeError("the handshake took too long") from None
         if not chunk:
             raise HandshakeError("connection closed during the handshake")
         chunks += chunk
     return bytes(chunks)
 
 
-def _recv(sock: socket.socket) -> bytes:
-    (size,) = struct.unpack("!H", _recv_exact(sock, 2))
+def _recv(sock: socket.socket, deadline: float | None) -> bytes:
+    (size,) = struct.unpack("!H", _recv_exact(sock, 2, deadline))
     if size > MAX_HANDSHAKE:
         raise HandshakeError(f"handshake message of {size} bytes is too large")
-    return _recv_exact(sock, size)
+    return _recv_exact(sock, size, deadline)
 
 
 def _pack_name(name: str) -> bytes:
@@ -119,10 +130,11 @@ def _status(data: bytes) -> int:
 def initiate(sock: socket.socket, cookie: str, my_name: str, peer_name: str,
              python_tag: str, *,
              old_connection_is_stale: Callable[[], bool] | None = None,
-             ) -> tuple[int, str, bytes, bytes]:
+             deadline: float | None = None) -> tuple[int, str, bytes, bytes]:
     """Run the initiator's side; return (status, peer python tag, send key, receive key).
 
-    When the peer answers ``ALIVE``, ``old_connection_is_stale()`` decides the answer (by
+    ``deadline`` (``time.monotonic()`` time) bounds the whole handshake; each function here
+    takes one. When the peer answers ``ALIVE``, ``old_connection_is_stale()`` decides the answer (by
     default: stale, as a node that just started would say); if it is not stale, the status
     returned is ``ALIVE`` and the caller uses the connection it already has.
 
@@ -131,14 +143,14 @@ def initiate(sock: socket.socket, cookie: str, my_name: str, peer_name: str,
     """
     nonce_a = os.urandom(NONCE_SIZE)
     _send(sock, MAGIC + _pack_name(my_name) + nonce_a + _pack_name(python_tag))
-    data = _recv(sock)
+    data = _recv(sock, deadline)
     status = _status(data)
     if status == ALIVE:
         stale = old_connection_is_stale() if old_connection_is_stale is not None else True
         _send(sock, STALE if stale else STILL_IN_USE)
         if not stale:
             return ALIVE, "", b"", b""
-        data = _recv(sock)
+        data = _recv(sock, deadline)
         status = _status(data)
         if status == ALIVE:
             raise HandshakeError("the peer asked twice whether its connection is stale")
@@ -153,16 +165,16 @@ def initiate(sock: socket.socket, cookie: str, my_name: str, peer_name: str,
         raise HandshakeError(f"reached {name} instead of {peer_name}")
     names = my_name.encode() + b"\0" + peer_name.encode()
     _send(sock, _proof(cookie, b"nodelab reply", nonce_b, nonce_a, names))
-    ack = _recv(sock)
+    ack = _recv(sock, deadline)
     if not hmac.compare_digest(ack, _proof(cookie, b"nodelab ack", nonce_a, nonce_b, names)):
         raise HandshakeError("the peer could not prove it knows the cookie")
     send_key, recv_key = session_keys(cookie, my_name, peer_name, nonce_a, nonce_b)
     return OK, peer_tag, send_key, recv_key
 
 
-def read_hello(sock: socket.socket) -> Hello:
+def read_hello(sock: socket.socket, deadline: float | None = None) -> Hello:
     """The acceptor's first step: read and strictly parse HELLO."""
-    data = _recv(sock)
+    data = _recv(sock, deadline)
     if not data.startswith(MAGIC):
         raise HandshakeError("not a nodelab handshake")
     name, offset = _unpack_name(data, len(MAGIC))
@@ -177,24 +189,24 @@ def refuse(sock: socket.socket, status: int) -> None:
     _send(sock, MAGIC + bytes((status,)))
 
 
-def ask_whether_stale(sock: socket.socket) -> bool:
+def ask_whether_stale(sock: socket.socket, deadline: float | None = None) -> bool:
     """The acceptor holds a connection from this name: ask the initiator if it is stale."""
     _send(sock, MAGIC + bytes((ALIVE,)))
-    answer = _recv(sock)
+    answer = _recv(sock, deadline)
     if answer not in (STALE, STILL_IN_USE):
         raise HandshakeError("malformed answer to ALIVE")
     return answer == STALE
 
 
 def accept(sock: socket.socket, cookie: str, my_name: str, hello: Hello,
-           python_tag: str) -> tuple[bytes, bytes]:
+           python_tag: str, deadline: float | None = None) -> tuple[bytes, bytes]:
     """The acceptor's remaining steps; return (send key, receive key).
 
     Raises :class:`HandshakeError` with reason ``"invalid challenge reply"`` on a wrong cookie.
     """
     nonce_b = os.urandom(NONCE_SIZE)
     _send(sock, MAGIC + bytes((OK,)) + _pack_name(my_name) + nonce_b + _pack_name(python_tag))
-    reply = _recv(sock)
+    reply = _recv(sock, deadline)
     names = hello.name.encode() + b"\0" + my_name.encode()
     expected = _proof(cookie, b"nodelab reply", nonce_b, hello.nonce, names)
     if not hmac.compare_digest(reply, expected):

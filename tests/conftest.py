@@ -125,9 +125,40 @@ def _expected(leftover: Leftover) -> bool:
             and node.Node.alive())
 
 
+def listening_ports_of_this_process() -> list[int]:
+    """TCP ports on which the pytest process itself still listens (a node of a test that
+    was never stopped, a leaked server socket). Other processes' ports end with them."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return sorted(ports)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_process_left_behind() -> Iterator[None]:
     yield
+    node = sys.modules.get("nodelab.node")
+    if not (node is not None and node.Node.alive()):  # pytest --sname: the run is a node
+        ports = listening_ports_of_this_process()
+        if ports:
+            pytest.fail(f"the test process still listens on port(s) {ports} after the last "
+                        "test: a test started a node or a server and did not stop it",
+                        pytrace=False)
     deadline = time.monotonic() + GRACE
     while (leftovers := find_leftovers()) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -145,6 +176,12 @@ def _no_process_left_behind() -> Iterator[None]:
                 "kernel or browser must stop it (a fixture with a finalizer does that), and a "
                 "node started by a test should exit with its parent (--exit-with-parent).",
                 pytrace=False)
+
+
+@pytest.fixture
+def listening_ports() -> Callable[[], list[int]]:
+    """The leak check's search for listening ports, for tests of the test machinery."""
+    return listening_ports_of_this_process
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,16 @@ def test_the_leak_check_sees_a_detached_nodelab_process(leftover_processes) -> N
         while orphan in {item.pid for item in leftover_processes()}:
             assert time.monotonic() < deadline, "the killed probe did not go away"
             time.sleep(0.05)
+
+
+def test_the_leak_check_sees_a_port_this_process_listens_on(listening_ports) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    try:
+        assert port in listening_ports()
+    finally:
+        server.close()
+    assert port not in listening_ports()
 
 
 @pytest.mark.parametrize("script", ["start-course", "run-tests", ".ci/run",

@@ -622,6 +622,36 @@ def test_idle_half_open_handshakes_do_not_lock_out_good_peers(alex, good_peer) -
             sock.close()
 
 
+def test_a_handshake_sent_a_byte_at_a_time_is_cut_off_at_the_deadline(alex) -> None:
+    """A peer that trickles its HELLO (each byte well within the per-read timeout) is cut
+    off when the whole handshake's time is up, not after the last byte."""
+    from nodelab.distribution import HANDSHAKE_TIMEOUT
+
+    message = hello(b"slowpoke@localhost")
+    with socket.create_connection(("127.0.0.1", my_port()), timeout=3) as sock:
+        started = time.monotonic()
+        closed_after = None
+        for byte in message:
+            try:
+                sock.sendall(bytes((byte,)))
+            except OSError:
+                closed_after = time.monotonic() - started
+                break
+            sock.settimeout(0.4)
+            try:
+                if sock.recv(1) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except TimeoutError:
+                pass
+            if time.monotonic() - started > HANDSHAKE_TIMEOUT + 5:
+                break
+    assert closed_after is not None, (
+        f"the node still waited after {time.monotonic() - started:.1f} s of a trickled HELLO")
+    assert closed_after < HANDSHAKE_TIMEOUT + 2, closed_after
+    assert len(message) * 0.4 > HANDSHAKE_TIMEOUT + 2  # the trickle itself would take longer
+
+
 def test_a_node_out_of_file_descriptors_accepts_again_later(alex, start_peer) -> None:
     kate = start_peer("fdlimit", eval=(
         "import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))\n"))
