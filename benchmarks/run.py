@@ -701,10 +701,9 @@ def _bare_ipykernel_start() -> float:
 def bench_kernel(cfg: Config, tmp: Path) -> dict[str, Any]:
     """Kernel node start vs a bare ipykernel start (kernel_info answered), in the same run.
 
-    The node-kernel side is a hook for the Jupyter integration: it needs
-    ``nodelab.jupyter.node_kernels.start_node_kernel(name, *, cookie) -> handle`` that
-    returns once the kernel process is node ``name@localhost`` and answers a ping, with
-    ``handle.stop()`` to stop it. Until that exists it is skipped, with the reason.
+    The node side is what ``%node start kate`` does in a notebook:
+    ``nodelab.jupyter.windows.start_window(node, cookie=...)``, which returns once the new
+    kernel process answers and is node ``kate@localhost`` (``Node.alive()`` checked in it).
     """
     results: dict[str, Any] = {}
     try:
@@ -720,21 +719,15 @@ def _node_kernel_start(cfg: Config) -> dict[str, Any]:
     nodelab, reason = _import_nodelab()
     if nodelab is None:
         return skipped(reason or "")
-    try:
-        from nodelab.jupyter import node_kernels
-    except ImportError as error:
-        return skipped(f"nodelab.jupyter.node_kernels is missing ({error}): the kernel-per-node "
-                       "API is not there yet")
-    start = getattr(node_kernels, "start_node_kernel", None)
-    if start is None:
-        return skipped("nodelab.jupyter.node_kernels has no start_node_kernel(name, *, cookie)")
+    from nodelab.jupyter.windows import start_window
+
     cookie = "bench_" + secrets.token_hex(8)
     runs = []
     for i in range(cfg.n_kernel):
         t0 = time.perf_counter()
-        handle = start(f"bench_kernel_{os.getpid()}_{i}", cookie=cookie)
+        window = start_window(f"bench_kernel_{os.getpid()}_{i}@localhost", cookie=cookie)
         runs.append(time.perf_counter() - t0)
-        handle.stop()
+        window.stop()
     _stop_private_portmapper()
     return {"seconds": statistics.median(runs), "runs": runs}
 
