@@ -87,3 +87,39 @@ def test_bad_arguments_get_one_clear_line(lesson_one, index: int, expected: str)
     errors = text_of(lesson_one[index], "stderr")
     assert errors.startswith(expected)
     assert errors.count("\n") == 1
+
+
+NODELAB_MAGICS = ["%node", "%%node", "%spawn_link", "%%spawn_link", "%nodes", "%ping", "%flush",
+                  "%%sequence", "%supervision_tree"]
+
+
+@pytest.fixture(scope="module")
+def help_pages() -> dict[str, str]:
+    """What JupyterLab shows for ``%node?`` and the others: the execute reply's "page"."""
+    from jupyter_client.manager import start_new_kernel
+
+    manager, client = start_new_kernel(kernel_name="python3")
+    pages: dict[str, str] = {}
+    try:
+        client.execute_interactive('get_ipython().extension_manager.load_extension("nodelab")',
+                                   timeout=60)
+        for magic in NODELAB_MAGICS:
+            reply = client.execute_interactive(f"{magic}?", timeout=30,
+                                               output_hook=lambda message: None)
+            pages[magic] = "".join(payload["data"]["text/plain"]
+                                   for payload in reply["content"]["payload"]
+                                   if payload.get("source") == "page")
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    return pages
+
+
+@pytest.mark.parametrize("magic", NODELAB_MAGICS)
+def test_question_mark_explains_every_magic(help_pages, magic: str) -> None:
+    text = help_pages[magic]
+    assert "Docstring:" in text, f"{magic}? showed {text!r}"
+    docstring = text.split("Docstring:", 1)[1]
+    assert "No documentation" not in docstring
+    # Each explains itself with its own usage, as it is typed.
+    assert magic.lstrip("%") in docstring and "%" in docstring, docstring
