@@ -134,30 +134,23 @@ def {app}_application():
         Application.stop("{app}")
 ''',
     }
-    test = "from nodelab.otp import Task, TaskSupervisor\n\n" if sup else ""
-    test += f'''import {app}
+    test = f'''import {app}
 
 
 def test_greets_the_world():
     assert {app}.hello() == "world"
 '''
     if sup:
-        test += f'''
-
-def test_the_task_supervisor_runs_tasks():
-    task = TaskSupervisor.async_("{mod}.TaskSupervisor", {app}.hello)
-    assert Task.await_(task) == "world"
-'''
+        # Like mix new --sup: the tree starts empty; what goes into it is the app's business
+        # (the lesson adds its Task supervisor there).
         result[f"{app}/application.py"] = f'''\
 """``{mod}.Application``, the application callback module: starts the tree."""
 
-from nodelab.otp import Supervisor, TaskSupervisor
+from nodelab.otp import Supervisor
 
 
 def start(_type, _args):
     children = [
-        # Starts a task supervisor, registered as "{mod}.TaskSupervisor":
-        (TaskSupervisor, {{"name": "{mod}.TaskSupervisor"}}),
         # Starts a worker by calling start_worker(arg):
         # {{"id": "worker", "start": (start_worker, [arg])}},
     ]

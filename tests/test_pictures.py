@@ -208,9 +208,16 @@ def test_the_tree_of_a_supervisor_on_another_node(this_node, kate) -> None:
 
 
 def test_the_tree_of_an_application(this_node, tmp_path, monkeypatch) -> None:
-    # A fresh application made by `nodelab new --sup`, as a learner makes chat.
+    # An application made by `nodelab new --sup` with a Task supervisor added to its tree,
+    # as a learner makes chat in lesson 3.
     subprocess.run([sys.executable, "-m", "nodelab", "new", "picapp", "--sup"], cwd=tmp_path,
                    check=True, capture_output=True, timeout=30)
+    application = tmp_path / "picapp" / "picapp" / "application.py"
+    application.write_text(application.read_text().replace(
+        "from nodelab.otp import Supervisor",
+        "from nodelab.otp import Supervisor, TaskSupervisor").replace(
+        "    children = [\n",
+        '    children = [\n        (TaskSupervisor, {"name": "Picapp.TaskSupervisor"}),\n'))
     monkeypatch.setenv("NODELAB_APP_PATH", str(tmp_path))
     Application.start("picapp")
     try:
