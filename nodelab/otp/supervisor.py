@@ -342,6 +342,8 @@ class _Supervisor:
 
     def handle_call(self, request: Any) -> Any:
         kind = request[0]
+        if kind == "$describe":  # what a picture of the tree shows beside the name
+            return ("Supervisor", self.strategy)
         if kind == "which_children":
             return [(c.id, c.pid, c.type, list(c.modules)) for c in reversed(self.children)]
         if kind == "count_children":

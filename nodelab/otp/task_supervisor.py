@@ -297,6 +297,10 @@ def _serve(booting: server.Booting, intensity: server.Intensity) -> None:
                 server.reply(caller, list(children))
             elif kind == "which_children":
                 server.reply(caller, [(None, pid, "worker", [Task]) for pid in children])
+            elif kind == "$describe":
+                # Elixir's Task.Supervisor is a DynamicSupervisor: one_for_one, children
+                # on demand.
+                server.reply(caller, ("TaskSupervisor", "one_for_one"))
             elif kind == "count_children":
                 server.reply(caller, {"specs": len(children), "active": len(children),
                                       "supervisors": 0, "workers": len(children)})

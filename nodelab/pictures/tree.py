@@ -17,7 +17,6 @@ supervisors as boxes and workers as rounded boxes; processes without a name are 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,29 +64,25 @@ def _id_text(child_id: Any) -> str | None:
 def _introspect(pid: Pid) -> tuple[str | None, str | None]:
     """Which kind of supervisor ``pid`` runs, and its strategy.
 
-    ``which_children`` does not say (nor does Elixir's); the supervisor's own loop knows
-    its strategy, so it is read from that loop's frame — on this node only, read-only. A
-    process that is neither (a hand-made supervisor answering ``which_children``) is drawn
-    without a strategy.
+    ``which_children`` does not say (nor does Elixir's), so nodelab's supervisors also
+    answer a ``("$describe",)`` call (what ``sys:get_state`` gives Livebook's pictures of
+    BEAM trees). A process that does not know it (a hand-made supervisor answering only
+    ``which_children``) is drawn without a strategy.
     """
-    proc = P.lookup(pid)
-    thread = proc.thread if proc is not None else None
-    if thread is None or thread.ident is None:
+    from ..otp import server
+
+    try:
+        answer = server.call(pid, ("$describe",), DESCRIBE_TIMEOUT)
+    except Exception:  # noqa: BLE001 - drawn without a strategy rather than not at all
         return None, None
-    frame = sys._current_frames().get(thread.ident)
-    while frame is not None:
-        module = frame.f_globals.get("__name__")
-        if module == "nodelab.otp.task_supervisor":
-            # Elixir's Task.Supervisor is a DynamicSupervisor: one_for_one, children on demand.
-            return "TaskSupervisor", "one_for_one"
-        if module == "nodelab.otp.supervisor":
-            for value in frame.f_locals.values():
-                strategy = value if isinstance(value, str) else getattr(value, "strategy", None)
-                if strategy in _STRATEGIES:
-                    return "Supervisor", strategy
-        frame = frame.f_back
+    if (isinstance(answer, tuple) and len(answer) == 2
+            and answer[0] in ("Supervisor", "TaskSupervisor") and answer[1] in _STRATEGIES):
+        return answer
     return None, None
 
+
+#: How long a supervisor may take to say what it is before it is drawn without it.
+DESCRIBE_TIMEOUT = 2.0
 
 _STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 
