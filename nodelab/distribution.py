@@ -267,7 +267,7 @@ class Distribution:
         self.stopped.set()
         with self.changed:
             self.changed.notify_all()  # a connect waiting for a peer's dial gives up now
-        for conn in list(self.connections.values()):
+        for conn in self.connections.copy().values():
             conn.flush_pending()  # what processes sent before the stop still leaves
         self.flush_queue.put(None)
         try:
@@ -275,9 +275,9 @@ class Distribution:
         except OSError:
             pass
         self.listener.close()
-        for conn in list(self.connections.values()):
+        for conn in self.connections.copy().values():
             conn.close("connection_closed")
-        for conn in list(self.connections.values()):
+        for conn in self.connections.copy().values():
             conn.reader.join(timeout=2)
         if self.registration is not None:
             self.registration.close()
@@ -475,7 +475,7 @@ class Distribution:
     def _tick_loop(self) -> None:
         while not self.stopped.wait(self.tick_time / 4):
             now = time.monotonic()
-            for conn in list(self.connections.values()):
+            for conn in self.connections.copy().values():
                 if now - conn.last_recv > self.tick_time:
                     log.error("** Node %s not responding **\n** Removing (timedout) connection **",
                               conn.peer)

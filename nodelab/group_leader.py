@@ -195,7 +195,7 @@ def set_node_output(write: Writer) -> Pid:
     old = P.runtime.default_group_leader
     new = start_group_leader(write)
     P.runtime.default_group_leader = new
-    for proc in list(P.runtime.processes.values()):
+    for proc in P.runtime.processes.copy().values():
         if proc.group_leader == old:
             proc.group_leader = new
     if old is not None:

@@ -111,7 +111,7 @@ class Node:
             dist.start()  # raises NameInUse when another node has the name
             P.runtime.distribution = dist
             _rename_local_pids(dist.full_name)
-            for proc in list(P.runtime.processes.values()):
+            for proc in P.runtime.processes.copy().values():
                 if proc.is_shell and proc.group_leader is None:
                     proc.group_leader = P.runtime.default_group_leader
         if app is not None:
@@ -259,7 +259,7 @@ class Node:
 
 def _rename_local_pids(name: str) -> None:
     pids._set_local_node(name, pids.local_creation())
-    for proc in list(P.runtime.processes.values()):
+    for proc in P.runtime.processes.copy().values():
         proc.pid.node = name
 
 

@@ -200,7 +200,7 @@ class PortMapper:
                             self._service(client, mask)
                 self._housekeeping()
         finally:
-            for client in list(self.clients.values()):
+            for client in self.clients.copy().values():
                 self._drop(client)
             self.selector.close()
             self.listener.close()
@@ -220,7 +220,7 @@ class PortMapper:
         if self.accept_paused_until and now >= self.accept_paused_until:
             self.accept_paused_until = 0.0
             self.selector.register(self.listener, selectors.EVENT_READ)
-        for client in list(self.clients.values()):
+        for client in self.clients.copy().values():
             if client.name is None and now - client.last_active > IDLE_TIMEOUT:
                 self._drop(client)
 

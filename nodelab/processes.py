@@ -340,19 +340,19 @@ def terminate(proc: LocalProcess, reason: Any) -> None:
         runtime.processes.pop(proc.pid.serial, None)
         if proc.name is not None and runtime.registry.get(proc.name) is proc:
             del runtime.registry[proc.name]
-        links = list(proc.links)
-        proc.links.clear()
-        watchers = list(proc.watchers.items())
-        proc.watchers.clear()
-        watching = list(proc.watching.items())
-        proc.watching.clear()
+        # Swapped, not iterated: other threads (a nodedown walk, a remote DOWN) change these
+        # without the runtime lock, and iterating a dict that changes raises. Whatever they
+        # add from here on goes to the fresh, empty ones and is dropped with the process.
+        links, proc.links = proc.links, set()
+        watchers, proc.watchers = proc.watchers, {}
+        watching, proc.watching = proc.watching, {}
         for ref in [r for r, (p, _) in runtime.node_watchers.items() if p == proc.pid]:
             del runtime.node_watchers[ref]
     for other in links:
         signal_exit(proc.pid, other, reason, linked=True)
-    for ref, watcher in watchers:
+    for ref, watcher in watchers.items():
         notify_down(watcher, ref, proc.pid, reason)
-    for ref, target in watching:
+    for ref, target in watching.items():
         if isinstance(target, Pid) and not target.is_local and runtime.distribution:
             runtime.distribution.control(target.node, ("demonitor", proc.pid, target, ref),
                                          connect=False)
@@ -781,7 +781,7 @@ def info(pid: Pid) -> dict[str, Any] | None:
     return {
         "status": "waiting" if proc.mailbox.waiting else proc.status,
         "message_queue_len": len(proc.mailbox),
-        "links": sorted(proc.links, key=lambda p: (p.node, p.serial)),
+        "links": sorted(proc.links.copy(), key=lambda p: (p.node, p.serial)),
         "group_leader": proc.group_leader,
         "registered_name": proc.name,
         "trap_exit": proc.trap_exit,
@@ -790,4 +790,4 @@ def info(pid: Pid) -> dict[str, Any] | None:
 
 def processes() -> list[Pid]:
     """Every live process of this node."""
-    return [p.pid for p in list(runtime.processes.values()) if p.status == "running"]
+    return [p.pid for p in runtime.processes.copy().values() if p.status == "running"]
