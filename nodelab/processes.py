@@ -506,6 +506,58 @@ def unlink(pid: Pid) -> bool:
     return True
 
 
+def is_monitoring(ref: Ref) -> bool:
+    """Whether the caller's monitor ``ref`` is still in place (no DOWN has come for it)."""
+    return ref in current().watching
+
+
+def forget_monitor(ref: Ref) -> None:
+    """Drop the caller's monitor ``ref`` here, and its DOWN if queued, without telling the
+    other side (whose end of it is already gone: a task that finished and replied)."""
+    me = current()
+    me.watching.pop(ref, None)
+    me.mailbox.take(lambda m: m if (type(m) is tuple and len(m) == 5 and m[0] == "DOWN"
+                                    and m[1] == ref) else NO_MATCH, 0)
+
+
+def forget_watcher(ref: Ref) -> None:
+    """Drop the monitor ``ref`` that another process holds on the caller, so that no DOWN is
+    sent for it (its holder has what it waited for and forgets the monitor itself)."""
+    current().watchers.pop(ref, None)
+
+
+def hand_over_monitor(ref: Ref, owner: Pid, to: Pid, *, link: bool) -> None:
+    """Make ``owner``'s monitor ``ref`` of the caller a monitor of ``to`` instead, and link
+    ``to`` and ``owner`` when ``link`` — before ``to`` runs any code.
+
+    This is how a task supervisor starts a task for a caller: the caller monitored the
+    supervisor for its request; the task's exit then reaches the caller as
+    ``("DOWN", ref, "process", to, reason)``, and a lost node still reaches it as
+    ``noconnection``, because the caller's end watches this node. The link is what
+    ``link(owner)`` from the task would do.
+    """
+    current().watchers.pop(ref, None)
+    task = lookup(to)
+    if task is None:
+        # Killed a moment ago (by hand): what a monitor of a dead process says.
+        send(owner, ("DOWN", ref, "process", to, NOPROC))
+        return
+    task.watchers[ref] = owner
+    if not link:
+        return
+    task.links.add(owner)
+    if owner.is_local:
+        holder = lookup(owner)
+        if holder is not None:
+            holder.links.add(to)
+        else:
+            deliver_exit(task, owner, NOPROC, linked=True)
+    elif runtime.distribution is not None:
+        # Sent before the caller's reply, on the same connection: the owner's node records
+        # the link before it can see anything from the task.
+        runtime.distribution.control(owner.node, ("link", to, owner), connect=False)
+
+
 def monitor(target: Pid | str | tuple[str, str]) -> Ref:
     """Watch ``target`` (a PID, a registered name, or ``(name, node)``) without a link.
 

@@ -290,8 +290,7 @@ def _master(booting: server.Booting, app: str, callbacks: types.ModuleType) -> N
         booting.fail(("bad_return", result),
                      f"{callbacks.__name__}.start returned {result!r}: it must return "
                      "('ok', pid) of the top supervisor, e.g. Supervisor.start_link(...)")
-    if top not in me.links:
-        P.link(top)
+    P.link(top)  # the top supervisor links to us already; linking twice changes nothing
     booting.ack(("ok", me.pid, top))
     while True:
         message = P.receive()

@@ -140,13 +140,7 @@ class ModuleLike(type):
         return cls.__name__
 
 
-def forget_monitor(ref: Ref) -> None:
-    """Drop the caller's monitor ``ref`` here, and its DOWN if queued, without telling the
-    other side (whose end of it is already gone: a finished task)."""
-    me = P.current()
-    me.watching.pop(ref, None)
-    me.mailbox.take(lambda m: m if (type(m) is tuple and len(m) == 5 and m[0] == "DOWN"
-                                    and m[1] == ref) else NO_MATCH, 0)
+forget_monitor = P.forget_monitor
 
 
 # --- starting a server ------------------------------------------------------------------------

@@ -282,9 +282,9 @@ class _Supervisor:
             raise _ChildStartFailed(result[1])
         else:
             raise _ChildStartFailed(("bad_return_value", result))
-        if pid not in self.me.links:
-            # The contract says the child links to us; make sure, or we would never hear of it.
-            P.link(pid)
+        # The contract says the child links to us; make sure (linking twice changes nothing),
+        # or we would never hear of its exit.
+        P.link(pid)
         child.pid = pid
 
     def stop_child(self, child: _Child) -> None:

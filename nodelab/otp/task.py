@@ -229,7 +229,7 @@ class Task(metaclass=server.ModuleLike):
         me = _owner_check(task, "shutdown")
         brutal = timeout == "brutal_kill"
         answer = _wait(me, task, 0, "shutdown")  # it may have finished already
-        if answer is NO_MATCH and task.ref not in me.watching:
+        if answer is NO_MATCH and not P.is_monitoring(task.ref):
             return None  # already awaited or shut down: nothing is left to stop or report
         if answer is NO_MATCH:
             P.unlink(task.pid)
@@ -281,7 +281,7 @@ def run_supervised() -> None:
         P.send(owner, (tag, result))
         # The owner has its answer and forgets its monitor when it takes it: a DOWN would
         # only be dropped there, so do not send one (it would cost a frame per task).
-        me.watchers.pop(ref, None)
+        P.forget_watcher(ref)
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -208,37 +208,6 @@ class _Child:
         self.shutdown = shutdown
 
 
-def _arm(me: P.LocalProcess, pid: Pid, owner: Pid, ref: Any, *, link: bool) -> None:
-    """Link the task ``pid`` to ``owner`` and make ``ref`` the owner's monitor of it.
-
-    ``ref`` is the monitor the owner's call put on this supervisor: we drop our end of it
-    and give it to the task, so the task's exit reaches the owner as
-    ``("DOWN", ref, "process", pid, reason)`` — and a lost node still reaches it as
-    ``noconnection``, because the owner's end watches this node. The link is what
-    ``Process.link`` would do from the task's side, done here, before the task runs.
-    """
-    me.watchers.pop(ref, None)
-    task = P.lookup(pid)
-    if task is None:
-        # Killed a moment ago (by hand): what a monitor of a dead process says.
-        P.send(owner, ("DOWN", ref, "process", pid, P.NOPROC))
-        return
-    task.watchers[ref] = owner
-    if not link:
-        return
-    task.links.add(owner)
-    if owner.is_local:
-        holder = P.lookup(owner)
-        if holder is not None:
-            holder.links.add(pid)
-        else:
-            P.deliver_exit(task, owner, P.NOPROC, linked=True)
-    elif P.runtime.distribution is not None:
-        # Sent before our reply, on the same connection: the owner's node records the link
-        # before it can see anything from the task.
-        P.runtime.distribution.control(owner.node, ("link", pid, owner), connect=False)
-
-
 def _serve(booting: server.Booting, intensity: server.Intensity) -> None:
     me = P.current()
     me.trap_exit = True
@@ -285,7 +254,7 @@ def _serve(booting: server.Booting, intensity: server.Intensity) -> None:
                 _, payload, mode, owner, tag, restart, shutdown = request
                 pid = start(_Child(payload, restart, shutdown))
                 if mode in ("link", "monitor"):
-                    _arm(me, pid, owner, caller[1], link=mode == "link")
+                    P.hand_over_monitor(caller[1], owner, pid, link=mode == "link")
                 # Reply first, then hand over the job: the reply (and the link) are then
                 # ahead of anything the task sends the caller, on the same connection.
                 server.reply(caller, ("ok", pid))
