@@ -28,7 +28,6 @@ import statistics
 import struct
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -61,6 +60,7 @@ def _sandbox() -> Path:
 SANDBOX = _sandbox()
 
 import load_workload  # noqa: E402 - after the sandbox: they read its environment
+import reliability_helpers  # noqa: E402
 from reliability_helpers import (  # noqa: E402
     Canary,
     RawPeer,
@@ -126,23 +126,7 @@ def start_peer(name: str, **options: Any) -> peer.Peer:
 
 
 def start_peers(names: list[str], **options: Any) -> list[peer.Peer]:
-    results: dict[str, peer.Peer] = {}
-    errors: list[BaseException] = []
-
-    def start(name: str) -> None:
-        try:
-            results[name] = start_peer(name, **options)
-        except BaseException as error:  # noqa: BLE001 - re-raised below
-            errors.append(error)
-
-    threads = [threading.Thread(target=start, args=(name,)) for name in names]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    if errors:
-        raise errors[0]
-    return [results[name] for name in names]
+    return reliability_helpers.start_peers(start_peer, names, timeout=120, **options)
 
 
 def stop_all() -> None:

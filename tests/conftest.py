@@ -188,3 +188,15 @@ def listening_ports() -> Callable[[], list[int]]:
 def leftover_processes() -> Callable[[], list[Leftover]]:
     """The leak check's own search, for tests of the test machinery."""
     return find_leftovers
+
+
+@pytest.fixture
+def trapping() -> Iterator[None]:
+    """The test's shell process traps exits; its mailbox is emptied afterwards."""
+    from nodelab import Process, receive
+
+    old = Process.flag("trap_exit", True)
+    yield
+    Process.flag("trap_exit", old)
+    while receive(timeout=0, after=None) is not None:
+        pass

@@ -14,7 +14,6 @@ from nodelab import (
     Crash,
     Node,
     Pid,
-    Process,
     group_leader,
     monitor,
     receive,
@@ -41,15 +40,6 @@ def cell_output():
     group_leader(leader)
     yield lines
     group_leader(old)
-
-
-@pytest.fixture
-def trapping():
-    old = Process.flag("trap_exit", True)
-    yield
-    Process.flag("trap_exit", old)
-    while receive(timeout=0, after=None) is not None:
-        pass
 
 
 def test_ping_and_list(alex, start_peer) -> None:

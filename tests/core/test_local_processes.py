@@ -30,14 +30,6 @@ from nodelab import (
 )
 
 
-@pytest.fixture
-def trapping():
-    old = Process.flag("trap_exit", True)
-    yield
-    Process.flag("trap_exit", old)
-    flush_quietly()
-
-
 def flush_quietly() -> None:
     while receive(timeout=0, after=None) is not None:
         pass

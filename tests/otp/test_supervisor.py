@@ -100,15 +100,6 @@ def events() -> Events:
 
 
 @pytest.fixture
-def trapping():
-    old = Process.flag("trap_exit", True)
-    yield
-    Process.flag("trap_exit", old)
-    while receive(timeout=0, after=None) is not None:
-        pass
-
-
-@pytest.fixture
 def supervise(events):
     """Start a supervisor of workers a, b, c; every supervisor started is stopped after."""
     started: list[Pid] = []

@@ -13,7 +13,6 @@ from nodelab import (
     ANY,
     Crash,
     NodelabError,
-    Process,
     monitor,
     receive,
     self,
@@ -49,15 +48,6 @@ def tasks() -> str:
     _, pid = TaskSupervisor.start_link(name="Test.Tasks")
     yield "Test.Tasks"
     Supervisor.stop(pid)
-
-
-@pytest.fixture
-def trapping():
-    old = Process.flag("trap_exit", True)
-    yield
-    Process.flag("trap_exit", old)
-    while receive(timeout=0, after=None) is not None:
-        pass
 
 
 def test_async_and_await() -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from reliability_helpers import COOKIE, CORE_CONFTEST, TICK
 
-from nodelab import Node, Process, receive
+from nodelab import Node, receive
 from nodelab import processes as P
 
 __all__ = ["COOKIE", "TICK", "start_peer"]
@@ -42,16 +42,6 @@ def alex() -> Iterator[str]:
         yield name
     finally:
         Node.stop()
-
-
-@pytest.fixture
-def trapping() -> Iterator[None]:
-    """The test's shell process traps exits; its mailbox is emptied afterwards."""
-    old = Process.flag("trap_exit", True)
-    yield
-    Process.flag("trap_exit", old)
-    while receive(timeout=0, after=None) is not None:
-        pass
 
 
 @pytest.fixture

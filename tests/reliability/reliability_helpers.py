@@ -62,6 +62,30 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 
 # --- /proc figures ------------------------------------------------------------------------
 
+def start_peers(start_one: Callable[..., Any], names: list[str], *, timeout: float,
+                **options: Any) -> list[Any]:
+    """Start several peers at once with ``start_one(name, **options)`` (each start is mostly
+    waiting for Python to import); wait ``timeout`` seconds for each; the first error is
+    raised after all have been waited for."""
+    started: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def start(name: str) -> None:
+        try:
+            started[name] = start_one(name, **options)
+        except BaseException as error:  # noqa: BLE001 - re-raised below
+            errors.append(error)
+
+    threads = [threading.Thread(target=start, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    if errors:
+        raise errors[0]
+    return [started[name] for name in names]
+
+
 def proc_status_kb(pid: int, field: str) -> int | None:
     """A ``kB`` field of ``/proc/PID/status`` (``VmRSS``, ``VmHWM`` peak RSS), or None."""
     try:

@@ -10,10 +10,10 @@ the nodes are up, and the order of every sender-receiver pair kept (SPEC §3).
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import load_workload
+import reliability_helpers
 from reliability_helpers import HERE, ROOT, cpu_seconds, proc_status_kb, thread_count
 
 from nodelab import ANY, Node, Pid, receive, self, send, spawn
@@ -22,24 +22,8 @@ WORKLOAD_PATH = {"PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
 
 
 def start_peers(start_peer, names: list[str], **options) -> list:
-    """Start several peers at once (each start is mostly waiting for Python to import)."""
-    started: dict[str, object] = {}
-    errors: list[BaseException] = []
-
-    def start(name: str) -> None:
-        try:
-            started[name] = start_peer(name, **options)
-        except BaseException as error:  # noqa: BLE001 - re-raised below
-            errors.append(error)
-
-    threads = [threading.Thread(target=start, args=(name,)) for name in names]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    if errors:
-        raise errors[0]
-    return [started[name] for name in names]
+    """Start several peers of this test at once."""
+    return reliability_helpers.start_peers(start_peer, names, timeout=60, **options)
 
 
 def test_messages_among_four_nodes_are_all_delivered_in_order(alex, start_peer,
