@@ -139,6 +139,20 @@ def loads(data: bytes) -> Any:
     return _Unpickler(io.BytesIO(data)).load()
 
 
+def module_name(module: Any) -> str | None:
+    """The name a module, class or module name is known by on every node (what
+    :func:`import_function` looks up there); None when ``module`` is none of these."""
+    if isinstance(module, types.ModuleType):
+        return module.__name__
+    if isinstance(module, type):
+        if module.__module__ in ("__main__", "builtins"):
+            return module.__qualname__
+        return f"{module.__module__}.{module.__qualname__}"
+    if isinstance(module, str):
+        return module
+    return None
+
+
 def import_function(module: str, function: str) -> Callable[..., Any]:
     """Find ``module.function`` for the module/function/args forms of spawn and tasks.
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -52,14 +51,9 @@ def _emit_to_error_sink(handler: logging.Handler) -> Callable[[logging.LogRecord
 
 
 def _function_name(target: Any) -> str:
-    if isinstance(target, types.ModuleType):
-        return target.__name__
-    if isinstance(target, type):
-        if target.__module__ in ("__main__", "builtins"):
-            return target.__qualname__
-        return f"{target.__module__}.{target.__qualname__}"
-    if isinstance(target, str):
-        return target
+    name = codec.module_name(target)
+    if name is not None:
+        return name
     raise TypeError(
         f"{target!r} is not a module: pass a function, or a module (or its name) with a "
         "function name and a list of arguments, like Node.spawn(node, 'Kate', 'say_name', [])"

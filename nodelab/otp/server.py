@@ -69,6 +69,22 @@ def describe_dest(dest: Dest) -> str:
     return repr(dest)
 
 
+def reply_or_down(tag: Any, ref: Ref) -> Callable[[Any], Any]:
+    """What a caller waits for: the answer ``(tag, value)``, or the DOWN of its monitor
+    ``ref`` on whoever should answer (a mailbox matcher: the message, or NO_MATCH)."""
+
+    def match(message: Any) -> Any:
+        if type(message) is tuple:
+            size = len(message)
+            if size == 2 and message[0] == tag:
+                return message
+            if size == 5 and message[0] == "DOWN" and message[1] == ref:
+                return message
+        return NO_MATCH
+
+    return match
+
+
 def call(dest: Any, request: Any, timeout: float | None = DEFAULT_TIMEOUT, *,
          describe: str | None = None, hint: Callable[[Any], str] | None = None,
          keep_monitor: bool = False) -> Any:
@@ -91,16 +107,7 @@ def call(dest: Any, request: Any, timeout: float | None = DEFAULT_TIMEOUT, *,
     except NodelabError:
         pass  # a local name nobody holds: the monitor has already queued DOWN "noproc"
 
-    def match(message: Any) -> Any:
-        if type(message) is tuple:
-            size = len(message)
-            if size == 2 and message[0] == ref:
-                return message
-            if size == 5 and message[0] == "DOWN" and message[1] == ref:
-                return message
-        return NO_MATCH
-
-    answer = me.mailbox.take(match, timeout)
+    answer = me.mailbox.take(reply_or_down(ref, ref), timeout)
     if type(answer) is tuple and len(answer) == 2:
         if keep_monitor:
             return answer[1], ref

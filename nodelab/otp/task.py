@@ -34,7 +34,6 @@ must not touch the caller at all.
 from __future__ import annotations
 
 import time
-import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -57,14 +56,9 @@ Timeout = float | int | str | None
 
 def module_name(module: Any) -> str:
     """The name a module, class or module name is known by on every node."""
-    if isinstance(module, types.ModuleType):
-        return module.__name__
-    if isinstance(module, type):
-        if module.__module__ in ("__main__", "builtins"):
-            return module.__qualname__
-        return f"{module.__module__}.{module.__qualname__}"
-    if isinstance(module, str) and module:
-        return module
+    name = codec.module_name(module)
+    if name:  # an empty name is no module either
+        return name
     raise TypeError(
         f"{module!r} is not a module: pass a function, or a module (a module object, a class "
         "or a module name) with a function name and a list of arguments, like "
@@ -322,18 +316,7 @@ def _call_text(task: Task, what: str, timeout: Timeout) -> str:
 
 def _wait(me: P.LocalProcess, task: Task, timeout: float | None, what: str) -> Any:
     """Take ``(tag, result)`` or the task's DOWN; NO_MATCH after ``timeout``."""
-    ref = task.ref
-    tag = task.tag
-
-    def match(message: Any) -> Any:
-        if type(message) is tuple:
-            size = len(message)
-            if size == 2 and message[0] == tag:
-                return message
-            if size == 5 and message[0] == "DOWN" and message[1] == ref:
-                return message
-        return NO_MATCH
-
+    match = server.reply_or_down(task.tag, task.ref)
     try:
         if not me.is_shell:
             return me.mailbox.take(match, timeout)
