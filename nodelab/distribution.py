@@ -458,11 +458,9 @@ class Distribution:
                 self._establish(sock, node, send_key, recv_key, hello.python_tag)
             finally:
                 with self.changed:
-                    left = self.accepting.get(node, 1) - 1
-                    if left:
-                        self.accepting[node] = left
-                    else:
-                        self.accepting.pop(node, None)
+                    self.accepting[node] -= 1
+                    if not self.accepting[node]:
+                        del self.accepting[node]
                     self.changed.notify_all()
         except (OSError, handshake.HandshakeError):
             try:

@@ -340,14 +340,13 @@ def terminate(proc: LocalProcess, reason: Any) -> None:
         runtime.processes.pop(proc.pid.serial, None)
         if proc.name is not None and runtime.registry.get(proc.name) is proc:
             del runtime.registry[proc.name]
-        # Swapped for empty ones, then copied: other threads (a nodedown walk, a remote
-        # DOWN) change these without the runtime lock, possibly through a reference taken
-        # just before the swap, and iterating a dict that changes raises. A copy is one C
-        # call. What they add from here on goes to the fresh tables, gone with the process.
-        links, proc.links = proc.links, set()
-        watchers, proc.watchers = proc.watchers, {}
-        watching, proc.watching = proc.watching, {}
-        links, watchers, watching = links.copy(), watchers.copy(), watching.copy()
+        # Copied, not iterated: other threads (a nodedown walk, a remote DOWN) change these
+        # without the runtime lock, and iterating a dict that changes raises; a copy is one
+        # C call. What they add after the clear is gone with the process.
+        links, watchers, watching = proc.links.copy(), proc.watchers.copy(), proc.watching.copy()
+        proc.links.clear()
+        proc.watchers.clear()
+        proc.watching.clear()
         for ref in [r for r, (p, _) in runtime.node_watchers.items() if p == proc.pid]:
             del runtime.node_watchers[ref]
     for other in links:

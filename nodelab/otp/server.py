@@ -147,9 +147,6 @@ class ModuleLike(type):
         return cls.__name__
 
 
-forget_monitor = P.forget_monitor
-
-
 # --- starting a server ------------------------------------------------------------------------
 
 class Booting:

@@ -171,10 +171,10 @@ class Task(metaclass=server.ModuleLike):
         me = _owner_check(task, "await_")
         answer = _wait(me, task, _seconds(timeout), "await_")
         if answer is NO_MATCH:
-            server.forget_monitor(task.ref)
+            P.forget_monitor(task.ref)
             raise TaskTimeout(_call_text(task, "await_", timeout), _seconds(timeout) or 0, task)
         if len(answer) == 2:
-            server.forget_monitor(task.ref)
+            P.forget_monitor(task.ref)
             return answer[1]
         _raise_down(task, answer[4], "await_", timeout)
 
@@ -192,7 +192,7 @@ class Task(metaclass=server.ModuleLike):
         if answer is NO_MATCH:
             return None
         if len(answer) == 2:
-            server.forget_monitor(task.ref)
+            P.forget_monitor(task.ref)
             return answer[1]
         _raise_down(task, answer[4], "yield_", timeout)
 
@@ -236,10 +236,10 @@ class Task(metaclass=server.ModuleLike):
                 P.exit(task.pid, "kill")
                 answer = _wait(me, task, 5.0, "shutdown")
         if answer is NO_MATCH:
-            server.forget_monitor(task.ref)
+            P.forget_monitor(task.ref)
             return None
         if len(answer) == 2:
-            server.forget_monitor(task.ref)
+            P.forget_monitor(task.ref)
             return answer[1]
         reason = answer[4]
         if reason in ("shutdown", "killed", "normal", "noproc"):
