@@ -179,6 +179,12 @@ def _no_process_left_behind() -> Iterator[None]:
 
 
 @pytest.fixture
+def unused_port() -> int:
+    """A loopback TCP port that nothing listens on right now."""
+    return _free_port()
+
+
+@pytest.fixture
 def listening_ports() -> Callable[[], list[int]]:
     """The leak check's search for listening ports, for tests of the test machinery."""
     return listening_ports_of_this_process

@@ -28,12 +28,17 @@ def moebi(tmp_path):
     node.stop()
 
 
+def start_shell(name: str, *options: str) -> pexpect.spawn:
+    """``nodelab shell --sname NAME`` in a pseudo-terminal wide enough for whole lines."""
+    return pexpect.spawn(sys.executable, ["-m", "nodelab", "shell", "--sname", name,
+                                          "--cookie", COOKIE, *options],
+                         encoding="utf-8", timeout=30, dimensions=(40, 200))
+
+
 @pytest.fixture
 def terminal():
     """``nodelab shell --sname shellkate`` in a pseudo-terminal; closed after the test."""
-    child = pexpect.spawn(sys.executable, ["-m", "nodelab", "shell", "--sname", "shellkate",
-                                           "--cookie", COOKIE, "--tick-time", "1"],
-                          encoding="utf-8", timeout=30, dimensions=(40, 200))
+    child = start_shell("shellkate", "--tick-time", "1")
     try:
         yield child
     finally:
@@ -103,8 +108,7 @@ def test_a_remote_print_appears_in_the_shell_also_while_the_prompt_waits(termina
 
 
 def test_leaving_the_shell_stops_the_node_and_frees_the_name(moebi) -> None:
-    child = pexpect.spawn(sys.executable, ["-m", "nodelab", "shell", "--sname", "shellkate",
-                                           "--cookie", COOKIE], encoding="utf-8", timeout=30)
+    child = start_shell("shellkate")
     try:
         child.expect(PROMPT)
         leave(child)
@@ -117,8 +121,7 @@ def test_leaving_the_shell_stops_the_node_and_frees_the_name(moebi) -> None:
 
 
 def test_a_name_in_use_is_one_clear_line(moebi) -> None:
-    child = pexpect.spawn(sys.executable, ["-m", "nodelab", "shell", "--sname", "shellmoebi",
-                                           "--cookie", COOKIE], encoding="utf-8", timeout=30)
+    child = start_shell("shellmoebi")
     try:
         child.expect(pexpect.EOF, timeout=20)
     finally:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,12 +19,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "start-course-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _get(url: str) -> dict:
     request = urllib.request.Request(url, headers={"Authorization": f"token {TOKEN}"})
     with urllib.request.urlopen(request, timeout=5) as response:
@@ -35,8 +28,9 @@ def _get(url: str) -> dict:
 @pytest.mark.skipif(Path(sys.executable).parent != ROOT / ".venv" / "bin",
                     reason="./start-course uses the project's .venv; run the suite with "
                            "./run-tests so that the tests use it too")
-def test_start_course_serves_the_lessons_with_the_nodelab_kernel(tmp_path) -> None:
-    port = _free_port()
+def test_start_course_serves_the_lessons_with_the_nodelab_kernel(tmp_path,
+                                                                 unused_port) -> None:
+    port = unused_port
     log = (tmp_path / "start-course.log").open("wb")
     server = subprocess.Popen(
         ["bash", str(ROOT / "start-course"), "--no-browser", "--ip", "127.0.0.1",
