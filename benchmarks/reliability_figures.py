@@ -72,7 +72,6 @@ from reliability_helpers import (  # noqa: E402
     os_process_gone,
     proc_status_kb,
     send_named_body,
-    thread_count,
     wait_until,
 )
 
@@ -400,14 +399,10 @@ def section_crowd(quick: bool) -> None:
     """10,000 processes blocked in receive on one node."""
     count = 2_000 if quick else 10_000
     node = start_peer("crowd")
-    before = proc_status_kb(node.os_pid, "VmRSS")
-    leader = Node.spawn(node.node, load_workload.crowd, args=[self(), count])
-    _, _, seconds_up = receive(("crowd up", ANY, ANY), timeout=120)
-    rss = proc_status_kb(node.os_pid, "VmRSS")
-    threads = thread_count(node.os_pid)
-    cpu = cpu_seconds(node.os_pid)
-    time.sleep(5.0)
-    idle = cpu_seconds(node.os_pid) - cpu
+    crowd = reliability_helpers.start_crowd(node, count, timeout=120, idle_seconds=5.0)
+    leader, seconds_up, threads, idle = (crowd["leader"], crowd["seconds_up"], crowd["threads"],
+                                         crowd["idle_cpu_s"])
+    before, rss = crowd["rss_before_kb"], crowd["rss_up_kb"]
     row("crowd", f"{count:,} processes started, blocked in receive", f"in {seconds_up:.2f} s")
     row("crowd", "node RSS before / with them", f"{before / 1024:.0f} MiB / {rss / 1024:.0f} MiB "
         f"({(rss - before) / count:.1f} KiB per process, {threads} OS threads)")

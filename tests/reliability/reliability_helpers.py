@@ -132,6 +132,27 @@ def os_process_gone(pid: int) -> bool:
 
 # --- a node driven from outside -----------------------------------------------------------
 
+def start_crowd(node: Any, count: int, *, timeout: float, idle_seconds: float) -> dict[str, Any]:
+    """Start ``count`` processes blocked in receive on the peer ``node`` (the
+    ``load_workload.crowd`` body) and measure it: the start time, the node's memory and OS
+    threads before and with them, and its CPU over ``idle_seconds`` of doing nothing.
+    ``"release"`` sent to the result's ``leader`` wakes them all."""
+    import load_workload
+
+    from nodelab import ANY, Node, receive, self
+
+    rss_before = proc_status_kb(node.os_pid, "VmRSS")
+    leader = Node.spawn(node.node, load_workload.crowd, args=[self(), count])
+    _, started, seconds_up = receive(("crowd up", ANY, ANY), timeout=timeout)
+    rss_up = proc_status_kb(node.os_pid, "VmRSS")
+    threads = thread_count(node.os_pid)
+    cpu_before = cpu_seconds(node.os_pid)
+    time.sleep(idle_seconds)
+    return {"leader": leader, "count": started, "seconds_up": seconds_up,
+            "rss_before_kb": rss_before, "rss_up_kb": rss_up, "threads": threads,
+            "idle_cpu_s": cpu_seconds(node.os_pid) - cpu_before}
+
+
 class RemoteError(Exception):
     """The remote code raised; the message holds its traceback."""
 

@@ -14,7 +14,7 @@ import time
 
 import load_workload
 import reliability_helpers
-from reliability_helpers import HERE, ROOT, cpu_seconds, proc_status_kb, thread_count
+from reliability_helpers import HERE, ROOT, cpu_seconds, proc_status_kb
 
 from nodelab import ANY, Node, Pid, receive, self, send, spawn
 
@@ -47,17 +47,11 @@ def test_messages_among_four_nodes_are_all_delivered_in_order(alex, start_peer,
 def test_ten_thousand_processes_wait_in_receive_on_one_node(alex, start_peer,
                                                            record_property) -> None:
     crowd_node = start_peer("crowd", env=WORKLOAD_PATH)
-    rss_before = proc_status_kb(crowd_node.os_pid, "VmRSS")
-    Node.spawn(crowd_node.node, load_workload.crowd, args=[self(), 10_000])
-    _, count, seconds_up = receive(("crowd up", ANY, ANY), timeout=60)
-    rss_up = proc_status_kb(crowd_node.os_pid, "VmRSS")
-    threads = thread_count(crowd_node.os_pid)
-    cpu_before = cpu_seconds(crowd_node.os_pid)
-    time.sleep(1.0)
-    idle_cpu = cpu_seconds(crowd_node.os_pid) - cpu_before
-    figures = {"processes": count, "start_s": round(seconds_up, 2),
-               "rss_before_kb": rss_before, "rss_with_crowd_kb": rss_up,
-               "kb_per_process": round((rss_up - rss_before) / count, 1),
+    crowd = reliability_helpers.start_crowd(crowd_node, 10_000, timeout=60, idle_seconds=1.0)
+    count, threads, idle_cpu = crowd["count"], crowd["threads"], crowd["idle_cpu_s"]
+    figures = {"processes": count, "start_s": round(crowd["seconds_up"], 2),
+               "rss_before_kb": crowd["rss_before_kb"], "rss_with_crowd_kb": crowd["rss_up_kb"],
+               "kb_per_process": round((crowd["rss_up_kb"] - crowd["rss_before_kb"]) / count, 1),
                "threads": threads, "idle_cpu_1s": round(idle_cpu, 3)}
     record_property("crowd", figures)
     print(f"10,000 waiting processes: {figures}")
