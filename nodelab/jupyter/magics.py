@@ -85,12 +85,15 @@ def settle(pid: Pid, timeout: float = SETTLE_TIMEOUT) -> None:
     """Wait until ``pid`` has exited or waits in ``receive`` with an empty mailbox.
 
     Group-leader writes are synchronous, so by then everything it printed is in the cell.
+    A process that waits for its group leader's reply to a ``print`` also sits in
+    ``receive`` with an empty mailbox: that one is not settled yet, its text is on the way.
     """
     deadline = time.monotonic() + timeout
     pause = 0.001
     while time.monotonic() < deadline:
         info = Process.info(pid)
-        if info is None or (info["status"] == "waiting" and info["message_queue_len"] == 0):
+        if info is None or (info["status"] == "waiting" and info["message_queue_len"] == 0
+                            and not info.get("in_io_request")):
             return
         time.sleep(pause)
         pause = min(pause * 2, 0.05)

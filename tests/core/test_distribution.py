@@ -14,6 +14,7 @@ from nodelab import (
     Crash,
     Node,
     Pid,
+    Process,
     group_leader,
     monitor,
     receive,
@@ -67,6 +68,54 @@ def test_spawn_link_prints_on_the_caller(alex, start_peer, cell_output) -> None:
     receive(("DOWN", ref, "process", pid, ANY), timeout=5)  # "noproc" if it ended first
     assert cell_output == ["Hi, my name is Kate\n"]
     assert "Hi, my name is Kate" not in kate.output
+
+
+def test_settle_waits_for_a_print_still_on_its_way_to_the_cell(alex, start_peer) -> None:
+    # A remote print waits in receive for its group leader's io_reply, with an empty
+    # mailbox: it looks idle, but its text is not in the cell yet. %spawn_link's settle
+    # must wait for it, or the cell's result comes out before the text (seen on CI).
+    from nodelab.jupyter.magics import settle
+
+    lines: list[str] = []
+
+    def slow_cell(stream: str, text: str) -> None:
+        time.sleep(0.5)
+        lines.append(text)
+
+    old = group_leader()
+    group_leader(start_group_leader(slow_cell))
+    try:
+        kate = start_peer("kate")
+        pid = Node.spawn_link(kate.node, lambda: (print("Hi from kate"), receive()))
+        settle(pid)
+        assert lines == ["Hi from kate\n"]
+        assert Process.info(pid)["in_io_request"] is False
+        Process.exit(pid, "kill")
+    finally:
+        group_leader(old)
+
+
+def test_an_unfinished_last_line_reaches_the_caller_without_a_stray_process(
+        alex, start_peer, cell_output) -> None:
+    # print(..., end="") to a remote group leader is sent as the process exits; that send
+    # must not leave a stand-in shell process behind on kate.
+    kate = start_peer("kate")
+    me = self()
+
+    def count_processes() -> int:
+        counter = Node.spawn(kate.node, lambda: send(me, ("count", len(Process.list()))))
+        ref = monitor(counter)
+        count = receive(("count", int), timeout=5)[1]
+        receive(("DOWN", ref, "process", counter, ANY), timeout=5)
+        return count
+
+    before = count_processes()
+    for _ in range(3):
+        pid = Node.spawn(kate.node, lambda: print("no newline", end=""))
+        ref = monitor(pid)
+        receive(("DOWN", ref, "process", pid, ANY), timeout=5)
+    assert cell_output == ["no newline"] * 3
+    assert count_processes() == before
 
 
 def test_a_name_kate_lacks_fails_there_and_reaches_the_linked_caller(alex, start_peer,
