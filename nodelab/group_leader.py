@@ -79,19 +79,14 @@ def put_chars(group_leader: Pid, text: str, stream: str = "stdout") -> None:
             write(stream, text)
             return
     ref = make_ref()
-    me = P.current()
-    me.in_io_request = True
-    try:
-        watch = P.monitor(group_leader)
-        P.send(group_leader, ("io_request", P.self(), ref, ("put_chars", stream, text)))
-        reply = P.receive(
-            P.on(("io_reply", ref, P.ANY), lambda m: m[2]),
-            P.on(("DOWN", watch, "process", P.ANY, P.ANY), lambda m: ("error", m[4])),
-            timeout=IO_TIMEOUT, after=("error", "timeout"),
-        )
-        P.demonitor(watch, flush=True)
-    finally:
-        me.in_io_request = False
+    watch = P.monitor(group_leader)
+    P.send(group_leader, ("io_request", P.self(), ref, ("put_chars", stream, text)))
+    reply = P.receive(
+        P.on(("io_reply", ref, P.ANY), lambda m: m[2]),
+        P.on(("DOWN", watch, "process", P.ANY, P.ANY), lambda m: ("error", m[4])),
+        timeout=IO_TIMEOUT, after=("error", "timeout"),
+    )
+    P.demonitor(watch, flush=True)
     if reply != "ok":
         # The group leader is gone (its node went down): keep the text, print it here.
         fallback = sys.__stdout__ if stream == "stdout" else sys.__stderr__

@@ -83,7 +83,6 @@ class LocalProcess:
     __slots__ = (
         "pid", "mailbox", "links", "watchers", "watching", "trap_exit", "group_leader",
         "name", "thread", "status", "is_shell", "reason", "lock", "dictionary",
-        "in_io_request",
     )
 
     def __init__(self, pid: Pid, group_leader: Pid | None, is_shell: bool = False) -> None:
@@ -101,9 +100,6 @@ class LocalProcess:
         self.reason: Any = None
         self.lock = threading.Lock()
         self.dictionary: dict[Any, Any] = {}
-        # True while print() waits for the group leader's io_reply: the process looks idle
-        # ("waiting", empty mailbox) but its text is still on the way.
-        self.in_io_request = False
 
     def _on_signal(self, signal: Signal) -> None:
         raise ProcessExit(signal.reason, signal.origin)
@@ -833,11 +829,7 @@ def io_write_async(group_leader_pid: Pid, text: str, stream: str = "stdout") -> 
 # --- inspection --------------------------------------------------------------------------
 
 def info(pid: Pid) -> dict[str, Any] | None:
-    """What a local process is doing: status, queue length, links, group leader, name.
-
-    ``in_io_request`` is True while the process waits for its group leader to write what it
-    printed (on the BEAM, ``current_function`` would show ``io:execute_request``).
-    """
+    """What a local process is doing: status, queue length, links, group leader, name."""
     proc = lookup(pid)
     if proc is None:
         return None
@@ -848,7 +840,6 @@ def info(pid: Pid) -> dict[str, Any] | None:
         "group_leader": proc.group_leader,
         "registered_name": proc.name,
         "trap_exit": proc.trap_exit,
-        "in_io_request": proc.in_io_request,
     }
 
 

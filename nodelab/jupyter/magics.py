@@ -81,20 +81,35 @@ def _options(words: list[str], allowed: set[str]) -> tuple[list[str], dict[str, 
 _EXAMPLES = {"sname": "alex", "name": "alex@192.0.2.10", "cookie": "secret_token", "app": "chat"}
 
 
-def settle(pid: Pid, timeout: float = SETTLE_TIMEOUT) -> None:
-    """Wait until ``pid`` has exited or waits in ``receive`` with an empty mailbox.
+def _idle(pid: Pid) -> bool:
+    info = Process.info(pid)
+    return info is None or (info["status"] == "waiting" and info["message_queue_len"] == 0)
 
-    Group-leader writes are synchronous, so by then everything it printed is in the cell.
-    A process that waits for its group leader's reply to a ``print`` also sits in
-    ``receive`` with an empty mailbox: that one is not settled yet, its text is on the way.
+
+def settle(pid: Pid, timeout: float = SETTLE_TIMEOUT) -> None:
+    """Wait until ``pid`` has exited or waits in ``receive`` with an empty mailbox, then
+    until this cell's group leader is idle the same way: it has written all it was sent.
+
+    The second wait matters: a process whose ``print`` waits for the group leader's reply
+    also sits in ``receive`` with an empty mailbox, and a crash report is sent without
+    waiting at all. Their requests travel on the same connection as the answer that says
+    the process is settled, so by then they are in the leader's mailbox. Both waits only
+    look (``Process.info``): they send no message that ``%%sequence`` would draw.
     """
+    leader = P.current().group_leader
     deadline = time.monotonic() + timeout
+    try:
+        _wait_until_idle(pid, deadline)
+    finally:
+        # Also when the linked process took the shell down (ProcessExit): the crash report
+        # and the shell's EXIT line belong in this cell too.
+        if leader is not None:
+            _wait_until_idle(leader, deadline)
+
+
+def _wait_until_idle(pid: Pid, deadline: float) -> None:
     pause = 0.001
-    while time.monotonic() < deadline:
-        info = Process.info(pid)
-        if info is None or (info["status"] == "waiting" and info["message_queue_len"] == 0
-                            and not info.get("in_io_request")):
-            return
+    while time.monotonic() < deadline and not _idle(pid):
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
 

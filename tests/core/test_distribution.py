@@ -72,8 +72,9 @@ def test_spawn_link_prints_on_the_caller(alex, start_peer, cell_output) -> None:
 
 def test_settle_waits_for_a_print_still_on_its_way_to_the_cell(alex, start_peer) -> None:
     # A remote print waits in receive for its group leader's io_reply, with an empty
-    # mailbox: it looks idle, but its text is not in the cell yet. %spawn_link's settle
-    # must wait for it, or the cell's result comes out before the text (seen on CI).
+    # mailbox: it looks idle, but its text is not in the cell yet. A crash report is sent
+    # without waiting at all. %spawn_link's settle must wait for both, or the cell's result
+    # comes out before the text (seen on CI).
     from nodelab.jupyter.magics import settle
 
     lines: list[str] = []
@@ -86,11 +87,14 @@ def test_settle_waits_for_a_print_still_on_its_way_to_the_cell(alex, start_peer)
     group_leader(start_group_leader(slow_cell))
     try:
         kate = start_peer("kate")
-        pid = Node.spawn_link(kate.node, lambda: (print("Hi from kate"), receive()))
+        pid = Node.spawn(kate.node, lambda: (print("Hi from kate"), receive()))
         settle(pid)
         assert lines == ["Hi from kate\n"]
-        assert Process.info(pid)["in_io_request"] is False
         Process.exit(pid, "kill")
+
+        crashing = Node.spawn(kate.node, lambda: 1 / 0)
+        settle(crashing)
+        assert len(lines) == 2 and "** (ZeroDivisionError) division by zero" in lines[1]
     finally:
         group_leader(old)
 
