@@ -5,7 +5,7 @@
     python benchmarks/reliability_figures.py --only sigkill --only load
 
 Every figure comes from real OS processes on this machine, in this run: nodes started with
-``nodelab.peer``, killed with real signals, fed real bytes over real sockets, and (as root)
+``nodelab.tools.peer``, killed with real signals, fed real bytes over real sockets, and (as root)
 two real "hosts" made of Linux network namespaces. The tests in ``tests/reliability`` check
 the same promises with generous bounds; this script measures how well they are kept, and
 prints the table for the closing note next to the BEAM's figures (BASELINES.md: a killed
@@ -79,13 +79,8 @@ from nodelab import (  # noqa: E402
     ANY,
     Node,
     Process,
-    codec,
     exit,
-    frames,
-    handshake,
     monitor,
-    peer,
-    portmapper,
     receive,
     register,
     self,
@@ -93,8 +88,15 @@ from nodelab import (  # noqa: E402
     spawn,
     unregister,
 )
-from nodelab import processes as P  # noqa: E402
-from nodelab.distribution import SEND_NAMED  # noqa: E402
+from nodelab.dist import (  # noqa: E402
+    frames,
+    handshake,
+    portmapper,
+    shipment,  # noqa: E402
+)
+from nodelab.dist.connections import SEND_NAMED  # noqa: E402
+from nodelab.runtime import processes as P  # noqa: E402
+from nodelab.tools import peer  # noqa: E402
 
 ROWS: list[tuple[str, str, str]] = []
 _started: list[peer.Peer] = []
@@ -262,7 +264,7 @@ def section_cookie(quick: bool) -> None:
             with socket.create_connection(("127.0.0.1", P.runtime.distribution.port), 3) as sock:
                 try:
                     handshake.initiate(sock, "wrong_cookie", f"eve{number}@localhost",
-                                       Node.self(), codec.PYTHON_TAG)
+                                       Node.self(), shipment.PYTHON_TAG)
                 except handshake.HandshakeError:
                     refused += 1
         took = time.monotonic() - started

@@ -532,7 +532,7 @@ def _private_portmapper() -> None:
 
 def _stop_private_portmapper(timeout: float = 5.0) -> None:
     try:
-        from nodelab import portmapper
+        from nodelab.dist import portmapper
     except ImportError:
         return
     # Ask once: every PING restarts the daemon's linger clock, so polling it would keep it up.

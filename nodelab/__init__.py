@@ -11,21 +11,10 @@ send each other messages, link, monitor and supervise each other — across node
 
 from __future__ import annotations
 
-from .errors import (
-    AlreadyAlive,
-    CodeVersionMismatch,
-    MessageTooLarge,
-    NoConnection,
-    NodelabError,
-    NotAlive,
-    ProcessExit,
-)
-from .group_leader import start_group_leader
-from .names import InvalidNodeName
-from .node import Node, Process
-from .otp import Application, Supervisor, Task, TaskSupervisor
-from .pids import Pid, Ref, make_ref
-from .processes import (
+from nodelab.dist.names import InvalidNodeName
+from nodelab.runtime.group_leader import start_group_leader
+from nodelab.runtime.pids import Pid, Ref, make_ref
+from nodelab.runtime.processes import (
     ANY,
     Crash,
     demonitor,
@@ -46,6 +35,18 @@ from .processes import (
     unregister,
     whereis,
 )
+
+from .errors import (
+    AlreadyAlive,
+    CodeVersionMismatch,
+    MessageTooLarge,
+    NoConnection,
+    NodelabError,
+    NotAlive,
+    ProcessExit,
+)
+from .node import Node, Process
+from .otp import Application, Supervisor, Task, TaskSupervisor
 
 __version__ = "0.1.0"
 

@@ -14,14 +14,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import codec, pids
-from . import processes as P
-from .cookie import read_or_create_cookie, validate_cookie
-from .distribution import Distribution
+from nodelab.dist import shipment
+from nodelab.dist.connections import Distribution
+from nodelab.dist.cookie import read_or_create_cookie, validate_cookie
+from nodelab.dist.names import parse_node_name
+from nodelab.runtime import pids
+from nodelab.runtime import processes as P
+from nodelab.runtime.group_leader import install_router
+from nodelab.runtime.pids import NO_NODE, Pid, Ref, make_ref
+
 from .errors import AlreadyAlive, NodelabError, NotAlive
-from .group_leader import install_router
-from .names import parse_node_name
-from .pids import NO_NODE, Pid, Ref, make_ref
 
 log = logging.getLogger("nodelab")
 _start_lock = threading.Lock()
@@ -51,7 +53,7 @@ def _emit_to_error_sink(handler: logging.Handler) -> Callable[[logging.LogRecord
 
 
 def _function_name(target: Any) -> str:
-    name = codec.module_name(target)
+    name = shipment.module_name(target)
     if name is not None:
         return name
     raise TypeError(
@@ -97,8 +99,8 @@ class Node:
                     "node, so call Node.stop() first, or start another node in another process"
                 )
             if namespace is not None:
-                codec.set_namespace_provider(lambda: namespace)
-            codec.install_prelude(codec.node_namespace())
+                shipment.set_namespace_provider(lambda: namespace)
+            shipment.install_prelude(shipment.node_namespace())
             _configure_logging()
             install_router()
             dist = Distribution(node_name, cookie, tick_time=tick_time)
@@ -257,11 +259,11 @@ def _rename_local_pids(name: str) -> None:
         proc.pid.node = name
 
 
-def _spawn_on(node: str, shipment: tuple, *, link: bool) -> Pid:
+def _spawn_on(node: str, what: tuple, *, link: bool) -> Pid:
     if node in (pids.local_node(), NO_NODE):
-        payload = shipment
+        payload = what
         if payload[0] == "mfa":
-            fn = codec.import_function(payload[1], payload[2])
+            fn = shipment.import_function(payload[1], payload[2])
             args: tuple = tuple(payload[3])
         else:
             fn, args = payload[1], payload[2]
@@ -271,15 +273,15 @@ def _spawn_on(node: str, shipment: tuple, *, link: bool) -> Pid:
     if dist is None:
         raise NotAlive(f"Node.spawn{'_link' if link else ''} to {node}")
     me = P.current()
-    blob = codec.dumps(shipment)
+    blob = shipment.dumps(what)
     try:
         result = dist.request(
             node, lambda ref, caller: ("spawn", ref, caller, me.group_leader, link, blob),
             timeout=SPAWN_TIMEOUT)
     except (ConnectionError, TimeoutError):
         placeholder = P.runtime.new_pid()
-        what = shipment[1] if shipment[0] == "fn" else f"{shipment[1]}.{shipment[2]}"
-        log.error("** Can not start %r on %s **", what, node)
+        label = what[1] if what[0] == "fn" else f"{what[1]}.{what[2]}"
+        log.error("** Can not start %r on %s **", label, node)
         if link:
             me.links.add(placeholder)
             P.deliver_exit(me, placeholder, P.NOCONNECTION, linked=True)

@@ -121,7 +121,7 @@ def _expected(leftover: Leftover) -> bool:
     # `pytest --sname NAME` makes the run itself a node until pytest_unconfigure, which
     # comes after this check: its port mapper is rightly still up.
     node = sys.modules.get("nodelab.node")
-    return ("nodelab.portmapper" in leftover.command and node is not None
+    return ("nodelab.dist.portmapper" in leftover.command and node is not None
             and node.Node.alive())
 
 

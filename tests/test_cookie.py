@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nodelab
-from nodelab.cookie import (
+from nodelab.dist.cookie import (
     CookieFileError,
     InvalidCookie,
     default_cookie_path,
@@ -61,7 +61,7 @@ def test_two_users_get_different_cookies(tmp_path: Path) -> None:
 
 def test_created_0600_even_with_a_permissive_umask(home: Path) -> None:
     # In a child process: the umask is per process and tests may run threads.
-    code = ("import os; os.umask(0); from nodelab.cookie import read_or_create_cookie; "
+    code = ("import os; os.umask(0); from nodelab.dist.cookie import read_or_create_cookie; "
             "print(read_or_create_cookie())")
     env = dict(os.environ, PYTHONPATH=ROOT)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
@@ -144,7 +144,7 @@ def test_nodes_racing_to_create_the_cookie_all_get_the_same_one(home: Path) -> N
             "go = Path(sys.argv[1])\n"
             "deadline = time.monotonic() + 20\n"
             "while not go.exists() and time.monotonic() < deadline: time.sleep(0.001)\n"
-            "from nodelab.cookie import read_or_create_cookie\n"
+            "from nodelab.dist.cookie import read_or_create_cookie\n"
             "print(read_or_create_cookie())\n")
     go = home.parent / "go"
     env = dict(os.environ, PYTHONPATH=ROOT)

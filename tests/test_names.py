@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nodelab.names import (
+from nodelab.dist.names import (
     InvalidNodeName,
     NodeName,
     UnknownHost,

@@ -1,6 +1,6 @@
 """Pictures of messages and supervision trees, drawn from real nodes.
 
-The test process is a node; its peers are real child processes (``nodelab.peer``); the
+The test process is a node; its peers are real child processes (``nodelab.tools.peer``); the
 magics run in a real kernel driven by nbclient, as nbval drives the lessons.
 """
 
@@ -14,11 +14,12 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from nodelab import ANY, Node, Process, exit, peer, receive, register, self, send, spawn_link
+from nodelab import ANY, Node, Process, exit, receive, register, self, send, spawn_link
 from nodelab.errors import NodelabError
 from nodelab.jupyter.picture_magics import PictureMagics
 from nodelab.otp import Application, Supervisor, TaskSupervisor
 from nodelab.pictures import app_tree, record_messages, supervision_tree, trace
+from nodelab.tools import peer
 
 COOKIE = "secret_token"
 

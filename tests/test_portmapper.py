@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 
 import nodelab
-from nodelab import portmapper
-from nodelab.names import InvalidNodeName
-from nodelab.portmapper import (
+from nodelab.dist import portmapper
+from nodelab.dist.names import InvalidNodeName
+from nodelab.dist.portmapper import (
     NameInUse,
     PortMapperError,
     PortMapperUnavailable,
@@ -54,7 +54,7 @@ def mapper_processes(port: int) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"nodelab.portmapper" in argv and b"--port" in argv:
+        if b"nodelab.dist.portmapper" in argv and b"--port" in argv:
             index = argv.index(b"--port")
             if argv[index + 1:index + 2] == [str(port).encode()]:
                 found.append(int(entry.name))
@@ -168,7 +168,7 @@ def talk(port: int, data: bytes, host: str = "127.0.0.1", timeout: float = 3.0) 
 
 REGISTERING_NODE = """
     import socket, sys, time
-    from nodelab import portmapper
+    from nodelab.dist import portmapper
     listener = socket.create_server(("127.0.0.1", 0))
     registration = portmapper.register(sys.argv[1], listener.getsockname()[1])
     print("registered", listener.getsockname()[1], flush=True)
@@ -275,7 +275,7 @@ def test_a_forked_child_does_not_keep_the_name(mapper: MapperEnv) -> None:
     mapper.register("alex", 40001)
     node = mapper.spawn("""
         import os, time
-        from nodelab import portmapper
+        from nodelab.dist import portmapper
         registration = portmapper.register("kate", 40002)
         child = os.fork()
         if child == 0:
@@ -295,7 +295,7 @@ def test_a_forked_child_does_not_keep_the_name(mapper: MapperEnv) -> None:
 
 def test_the_daemon_lingers_then_exits(mapper: MapperEnv) -> None:
     # Run the daemon in the foreground, as a user would: it exits by itself.
-    daemon = mapper.spawn("from nodelab.portmapper import main; raise SystemExit(main())",
+    daemon = mapper.spawn("from nodelab.dist.portmapper import main; raise SystemExit(main())",
                           "--port", str(mapper.port), "--linger", "0.5")
     mapper.children.remove(daemon)
     try:
@@ -338,7 +338,7 @@ def test_two_processes_racing_to_start_the_mapper_both_succeed(mapper: MapperEnv
     racer = """
         import sys, time
         from pathlib import Path
-        from nodelab import portmapper
+        from nodelab.dist import portmapper
         print("ready", flush=True)
         deadline = time.monotonic() + 20
         while not Path(sys.argv[1]).exists() and time.monotonic() < deadline:
@@ -481,7 +481,7 @@ def test_idle_and_half_open_connections_do_not_block_others(mapper: MapperEnv) -
 
 def test_killed_mapper_nodes_keep_talking_and_register_again(
         mapper: MapperEnv, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="nodelab.portmapper")
+    caplog.set_level(logging.INFO, logger="nodelab.dist.portmapper")
     ensure_portmapper()
     alex = mapper.register("alex", 40001)
     lost = threading.Event()
@@ -516,7 +516,7 @@ def test_killed_mapper_nodes_keep_talking_and_register_again(
     assert names() == {"alex": 40001, "kate": kate_port}
     assert alex.registered and alex.reregistrations == 1
     messages = [record.getMessage() for record in caplog.records
-                if record.name == "nodelab.portmapper"]
+                if record.name == "nodelab.dist.portmapper"]
     assert any("went away" in text and "alex@localhost" in text for text in messages)
     assert any("alex@localhost is registered again" in text for text in messages)
     conversation.close()

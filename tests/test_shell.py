@@ -14,7 +14,7 @@ import time
 import pexpect
 import pytest
 
-from nodelab import peer
+from nodelab.tools import peer
 
 COOKIE = "shell_cookie"
 COLOUR = r"(?:\x1b\[[0-9;?]*[A-Za-z])*"  # the terminal's colour and cursor codes

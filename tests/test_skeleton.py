@@ -38,7 +38,7 @@ def test_nodelab_command_runs() -> None:
 
 def test_pytest_plugin_is_registered() -> None:
     plugins = importlib.metadata.entry_points(group="pytest11")
-    assert any(plugin.value == "nodelab.pytest_plugin" for plugin in plugins)
+    assert any(plugin.value == "nodelab.tools.pytest_plugin" for plugin in plugins)
 
 
 def test_nothing_is_written_to_the_users_home() -> None:

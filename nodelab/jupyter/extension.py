@@ -15,9 +15,9 @@ import os
 import sys
 from typing import Any
 
-from .. import codec
-from .. import processes as P
-from ..group_leader import (
+from nodelab.dist import shipment
+from nodelab.runtime import processes as P
+from nodelab.runtime.group_leader import (
     install_router,
     set_node_output,
     start_group_leader,
@@ -82,8 +82,8 @@ def load_ipython_extension(ipython: Any) -> None:
     if os.environ.pop("NODELAB_ENV_SET_BY_PYTEST", None):
         # Started by a test run (nbval): behave as a learner's notebook, in the dev env.
         os.environ.pop("NODELAB_ENV", None)
-    codec.set_namespace_provider(lambda: ipython.user_ns)
-    codec.install_prelude(ipython.user_ns)
+    shipment.set_namespace_provider(lambda: ipython.user_ns)
+    shipment.install_prelude(ipython.user_ns)
     install_router()
     if _in_kernel(ipython):
         from . import windows

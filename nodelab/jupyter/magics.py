@@ -24,11 +24,12 @@ from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-from .. import processes as P
+from nodelab.dist.names import parse_node_name
+from nodelab.runtime import processes as P
+from nodelab.runtime.pids import Pid
+
 from ..errors import NodelabError, ProcessExit
-from ..names import parse_node_name
 from ..node import Node, Process
-from ..pids import Pid
 from . import windows
 
 #: How long %spawn_link waits for the spawned process to finish or to wait in receive,

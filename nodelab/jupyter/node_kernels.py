@@ -192,7 +192,7 @@ def _text_of(data: Mapping[str, Any]) -> str:
 
 def run_dir() -> Path:
     """``$NODELAB_HOME/run/kernels`` (mode 0700): connection files and logs of node kernels."""
-    from ..cookie import nodelab_home
+    from nodelab.dist.cookie import nodelab_home
 
     path = nodelab_home() / "run" / "kernels"
     path.mkdir(mode=0o700, parents=True, exist_ok=True)

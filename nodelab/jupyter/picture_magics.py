@@ -20,10 +20,11 @@ from typing import Any
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
+from nodelab.dist.names import parse_node_name
+from nodelab.runtime.pids import Pid
+
 from ..errors import NodelabError
-from ..names import parse_node_name
 from ..pictures import app_tree, record_messages, supervision_tree
-from ..pids import Pid
 
 
 class UsageError(NodelabError):

@@ -108,7 +108,7 @@ def start_window(node: str, *, cookie: str | None = None, app: str | None = None
 
 
 def _is_long(node: str) -> bool:
-    from ..names import parse_node_name
+    from nodelab.dist.names import parse_node_name
 
     return parse_node_name(node).long
 

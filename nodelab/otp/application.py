@@ -45,9 +45,10 @@ import types
 from pathlib import Path
 from typing import Any
 
-from .. import processes as P
+from nodelab.runtime import processes as P
+from nodelab.runtime.pids import Pid
+
 from ..errors import ProcessExit
-from ..pids import Pid
 from . import config as _config
 from . import server
 from .errors import ApplicationError, CallError, StartError

@@ -18,11 +18,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import pids
-from .. import processes as P
+from nodelab.runtime import pids
+from nodelab.runtime import processes as P
+from nodelab.runtime.mailbox import NO_MATCH
+from nodelab.runtime.pids import Pid, Ref, make_ref
+
 from ..errors import NodelabError, ProcessExit
-from ..mailbox import NO_MATCH
-from ..pids import Pid, Ref, make_ref
 from .errors import CallError, CallNoConnection, CallTimeout, StartError
 
 CALL = "$gen_call"

@@ -49,10 +49,11 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .. import codec
-from .. import processes as P
+from nodelab.dist import shipment
+from nodelab.runtime import processes as P
+from nodelab.runtime.pids import Pid
+
 from ..errors import ProcessExit
-from ..pids import Pid
 from . import server
 from .errors import StartError
 
@@ -202,7 +203,7 @@ def _start_of(start: Any) -> tuple[Callable[..., Any], tuple, dict]:
         if len(start) == 3 and isinstance(start[1], str):
             module, fun, args = start
             if isinstance(module, str):
-                fn = codec.import_function(module, fun)
+                fn = shipment.import_function(module, fun)
             else:
                 fn = getattr(module, fun)
             return (fn, tuple(args), {})

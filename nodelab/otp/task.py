@@ -37,11 +37,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .. import codec, pids
-from .. import processes as P
+from nodelab.dist import shipment as shipping
+from nodelab.runtime import pids
+from nodelab.runtime import processes as P
+from nodelab.runtime.mailbox import NO_MATCH
+from nodelab.runtime.pids import Pid, Ref, make_ref
+
 from ..errors import NodelabError, ProcessExit
-from ..mailbox import NO_MATCH
-from ..pids import Pid, Ref, make_ref
 from . import server
 from .errors import TaskError, TaskNoConnection, TaskTimeout
 
@@ -56,7 +58,7 @@ Timeout = float | int | str | None
 
 def module_name(module: Any) -> str:
     """The name a module, class or module name is known by on every node."""
-    name = codec.module_name(module)
+    name = shipping.module_name(module)
     if name:  # an empty name is no module either
         return name
     raise TypeError(
@@ -99,10 +101,10 @@ def describe(payload: tuple) -> str:
 def resolve(payload: Any) -> tuple[Callable[..., Any], tuple]:
     """Turn a shipment (or its encoded bytes) into ``(function, args)`` *on this node*."""
     if isinstance(payload, (bytes, bytearray)):
-        payload = codec.loads(payload)
+        payload = shipping.loads(payload)
     if payload[0] == "mfa":
         _, module, fun, args = payload
-        return codec.import_function(module, fun), tuple(args)
+        return shipping.import_function(module, fun), tuple(args)
     return payload[1], tuple(payload[2])
 
 

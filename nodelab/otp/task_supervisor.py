@@ -36,10 +36,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .. import codec, pids
-from .. import processes as P
+from nodelab.dist import shipment as shipping
+from nodelab.runtime import pids
+from nodelab.runtime import processes as P
+from nodelab.runtime.pids import Pid, make_ref
+
 from ..errors import ProcessExit
-from ..pids import Pid, make_ref
 from . import server
 from .task import JOB, Task, describe, run_supervised, shipment
 
@@ -155,7 +157,7 @@ def _encode(target: Any, payload: tuple) -> Any:
     # function that cannot be rebuilt there becomes the task's crash, which the caller sees,
     # instead of a request the supervisor cannot read.
     remote = isinstance(target, tuple) or (isinstance(target, Pid) and not target.is_local)
-    return codec.dumps(payload) if remote else payload
+    return shipping.dumps(payload) if remote else payload
 
 
 def _describe_call(target: Any, payload: tuple, what: str) -> str:

@@ -3,7 +3,7 @@
 A picture of several nodes needs each node's help: turn tracing on and off there, hand
 over what it recorded, walk a supervision tree that lives there. Each such request is a
 :class:`Command` object sent as ``("nodelab.pictures", ref, caller, command)`` over the
-nodes' existing connection (see ``nodelab.distribution.register_handler``).
+nodes' existing connection (see ``nodelab.dist.connections.register_handler``).
 
 Why the request carries an *object*: decoding it on the other node imports the module that
 defines its class — ``nodelab.pictures`` — and importing that module registers this
@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import processes as P
-from ..distribution import register_handler
+from nodelab.dist.connections import register_handler
+from nodelab.runtime import processes as P
+
 from ..errors import NodelabError, NotAlive
 
 OP = "nodelab.pictures"

@@ -43,10 +43,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from .. import pids
-from .. import processes as P
+from nodelab.runtime import pids
+from nodelab.runtime import processes as P
+from nodelab.runtime.pids import Pid, Ref
+
 from ..errors import NodelabError
-from ..pids import Pid, Ref
 from . import _mermaid as M
 from ._remote import Command, answer, ask, tell
 
@@ -152,9 +153,9 @@ def summarize(value: Any, depth: int = 0) -> Any:
 
 
 def _group_leaders() -> dict[int, Any]:
-    # The group leaders of this node, by serial. (``nodelab.group_leader`` the attribute is
+    # The group leaders of this node, by serial. (``nodelab.runtime.group_leader`` the attribute is
     # the function of that name, so the module is taken from sys.modules.)
-    module = sys.modules.get("nodelab.group_leader")
+    module = sys.modules.get("nodelab.runtime.group_leader")
     return getattr(module, "_direct_writers", None) or {}
 
 

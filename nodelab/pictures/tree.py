@@ -20,10 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import pids
-from .. import processes as P
+from nodelab.runtime import pids
+from nodelab.runtime import processes as P
+from nodelab.runtime.pids import Pid
+
 from ..errors import NodelabError
-from ..pids import Pid
 from . import _mermaid as M
 from ._remote import Command, RemoteFailure, answer, ask
 

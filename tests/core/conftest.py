@@ -1,14 +1,15 @@
 """Fixtures for tests across real node processes.
 
 The test process itself is the node ``alex@localhost``; other nodes are real child
-processes started with :mod:`nodelab.peer` and always stopped after the test.
+processes started with :mod:`nodelab.tools.peer` and always stopped after the test.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from nodelab import Node, peer
+from nodelab import Node
+from nodelab.tools import peer
 
 COOKIE = "secret_token"
 TICK = 1.0

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from nodelab import ANY, MessageTooLarge, Node, Process, receive, self, send
-from nodelab import processes as P
-from nodelab.frames import MAX_MESSAGE
+from nodelab.dist.frames import MAX_MESSAGE
+from nodelab.runtime import processes as P
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nodelab.mailbox import NO_MATCH, Mailbox, Signal
+from nodelab.runtime.mailbox import NO_MATCH, Mailbox, Signal
 
 
 def _raise(signal: Signal) -> None:

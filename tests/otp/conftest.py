@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from nodelab import Node, peer
+from nodelab import Node
 from nodelab.otp import Application
+from nodelab.tools import peer
 
 REPO = Path(__file__).resolve().parents[2]
 LESSONS = REPO / "lessons"

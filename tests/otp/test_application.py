@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from nodelab import peer
 from nodelab.otp import (
     Application,
     ApplicationError,
@@ -21,6 +20,7 @@ from nodelab.otp import (
     import_config,
     load_config,
 )
+from nodelab.tools import peer
 
 APPLICATION = '''\
 from nodelab import Process, ProcessExit, receive, self, send, spawn_link

@@ -75,7 +75,7 @@ def _pytest(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     child_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "pytest", str(LESSONS / "chat" / "tests"), "-q",
-         "-p", "nodelab.pytest_plugin", "-p", "no:cacheprovider", *args],
+         "-p", "nodelab.tools.pytest_plugin", "-p", "no:cacheprovider", *args],
         cwd=REPO, env=child_env, capture_output=True, text=True, timeout=60)
 
 
@@ -103,7 +103,7 @@ def test_mix_test_in_dev_without_moebi_fails_like_the_seed() -> None:
 def test_tasks_follow_the_node_output_when_it_is_replaced(otp_node, chat_here, monkeypatch):
     """A notebook replaces its node's output (set_node_output) after the app may have
     started: tasks started later must print to the new one."""
-    from nodelab.group_leader import OutputRouter, set_node_output
+    from nodelab.runtime.group_leader import OutputRouter, set_node_output
 
     monkeypatch.setattr(sys, "stdout", OutputRouter(sys.stdout))
     seen: list[str] = []

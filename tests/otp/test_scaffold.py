@@ -21,7 +21,8 @@ def pytest_in(project: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items()
            if k not in ("NODELAB_ENV", "NODELAB_APP_PATH", "PYTEST_ADDOPTS")}
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "nodelab.pytest_plugin",
+    return subprocess.run([sys.executable, "-m", "pytest", "-q",
+                           "-p", "nodelab.tools.pytest_plugin",
                            "-p", "no:cacheprovider"],
                           cwd=project, env=env, capture_output=True, text=True, timeout=60)
 

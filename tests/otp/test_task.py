@@ -22,7 +22,6 @@ from nodelab import (
     whereis,
 )
 from nodelab import group_leader as gl
-from nodelab.group_leader import OutputRouter
 from nodelab.otp import (
     CallError,
     Supervisor,
@@ -31,6 +30,7 @@ from nodelab.otp import (
     TaskSupervisor,
     TaskTimeout,
 )
+from nodelab.runtime.group_leader import OutputRouter
 
 NOPROC = ("no process: the process is not alive or there's no process currently associated "
           "with the given name, possibly because its application isn't started")

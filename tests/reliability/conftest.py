@@ -1,7 +1,7 @@
 """Fixtures for the reliability tests: real nodes, real signals, real sockets.
 
 The test process is the node ``alex@localhost`` (as in ``tests/core``); peers are child
-processes started with :mod:`nodelab.peer` through ``start_peer`` (borrowed from
+processes started with :mod:`nodelab.tools.peer` through ``start_peer`` (borrowed from
 ``tests/core/conftest.py``) and always stopped after their test, even when it fails.
 
 ``alex`` here is module-scoped and shares the node when ``tests/core``'s session fixture
@@ -19,7 +19,7 @@ import pytest
 from reliability_helpers import COOKIE, CORE_CONFTEST, TICK
 
 from nodelab import Node, receive
-from nodelab import processes as P
+from nodelab.runtime import processes as P
 
 __all__ = ["COOKIE", "TICK", "start_peer"]
 

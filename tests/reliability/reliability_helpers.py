@@ -376,12 +376,12 @@ class RawPeer:
                  timeout: float = 3.0) -> None:
         import socket
 
-        from nodelab import codec, frames, handshake
+        from nodelab.dist import frames, handshake, shipment
 
         self.frames = frames
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         status, _, send_key, recv_key = handshake.initiate(
-            self.sock, cookie, my_name, node, codec.PYTHON_TAG)
+            self.sock, cookie, my_name, node, shipment.PYTHON_TAG)
         if status != handshake.OK:
             self.sock.close()
             raise ConnectionRefusedError(f"{node} refused the handshake with status {status}")

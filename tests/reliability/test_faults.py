@@ -25,7 +25,6 @@ from nodelab import (
     Process,
     link,
     monitor,
-    portmapper,
     receive,
     register,
     self,
@@ -33,7 +32,8 @@ from nodelab import (
     spawn,
     unregister,
 )
-from nodelab import processes as P
+from nodelab.dist import portmapper
+from nodelab.runtime import processes as P
 
 
 def timed_receive(pattern: object, started: float, timeout: float = 3.0) -> tuple[object, float]:
@@ -364,7 +364,7 @@ def test_killing_the_port_mapper_keeps_connections_and_lookups_recover(
 # --- a parent that dies -----------------------------------------------------------------------
 
 def test_nodes_started_by_a_node_exit_when_it_is_sigkilled(alex, tmp_path) -> None:
-    """A kernel node starts child nodes (nodelab.peer, --exit-with-parent); SIGKILL of the
+    """A kernel node starts child nodes (nodelab.tools.peer, --exit-with-parent); SIGKILL of the
     parent cannot run any cleanup, yet the children must not outlive it."""
     middle = Remote(log_path=tmp_path / "middle.log")
     child_pid = None

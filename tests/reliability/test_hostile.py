@@ -38,11 +38,7 @@ from nodelab import (
     MessageTooLarge,
     Node,
     Process,
-    codec,
     exit,
-    frames,
-    handshake,
-    portmapper,
     receive,
     register,
     self,
@@ -50,8 +46,9 @@ from nodelab import (
     spawn,
     unregister,
 )
-from nodelab import processes as P
-from nodelab.distribution import SEND, SEND_NAMED
+from nodelab.dist import frames, handshake, portmapper, shipment
+from nodelab.dist.connections import SEND, SEND_NAMED
+from nodelab.runtime import processes as P
 
 SENTINEL = "reliability_sentinel"
 COLLECTOR = "reliability_collector"
@@ -70,7 +67,7 @@ def my_port() -> int:
 
 
 def hello(name: bytes, nonce: bytes = b"n" * handshake.NONCE_SIZE,
-          tag: bytes = codec.PYTHON_TAG.encode()) -> bytes:
+          tag: bytes = shipment.PYTHON_TAG.encode()) -> bytes:
     """A HELLO as the wire carries it: ``len u16 | NLB1 | name | nonce | python tag``."""
     payload = handshake.MAGIC + bytes((len(name),)) + name + nonce + bytes((len(tag),)) + tag
     return struct.pack("!H", len(payload)) + payload
@@ -299,7 +296,7 @@ def test_a_recorded_initiator_handshake_cannot_be_replayed(alex, error_lines, se
     with socket.create_connection(("127.0.0.1", my_port()), timeout=3) as sock:
         recording = Recording(sock)
         status, *_ = handshake.initiate(recording, COOKIE, "mallory@localhost", Node.self(),
-                                        codec.PYTHON_TAG)
+                                        shipment.PYTHON_TAG)
         assert status == handshake.OK  # a genuine handshake, by someone with the cookie
     hello_bytes, reply_bytes = recording.sent
     assert wait_until(lambda: "mallory@localhost" not in Node.list(), 3)
@@ -338,7 +335,7 @@ def test_a_recorded_acceptor_handshake_cannot_be_replayed(alex) -> None:
                 if round_number == 0:
                     recording = Recording(sock)
                     handshake.accept(recording, COOKIE, "replayee@localhost", hello_message,
-                                     codec.PYTHON_TAG)
+                                     shipment.PYTHON_TAG)
                     recorded.extend(recording.sent)
                 else:
                     challenge, ack = recorded
@@ -625,7 +622,7 @@ def test_idle_half_open_handshakes_do_not_lock_out_good_peers(alex, good_peer) -
 def test_a_handshake_sent_a_byte_at_a_time_is_cut_off_at_the_deadline(alex) -> None:
     """A peer that trickles its HELLO (each byte well within the per-read timeout) is cut
     off when the whole handshake's time is up, not after the last byte."""
-    from nodelab.distribution import HANDSHAKE_TIMEOUT
+    from nodelab.dist.connections import HANDSHAKE_TIMEOUT
 
     message = hello(b"slowpoke@localhost")
     with socket.create_connection(("127.0.0.1", my_port()), timeout=3) as sock:

@@ -30,8 +30,8 @@ COOKIE = "secret_token"
 #: the exit signal it gets (and its links then) to ``reporter`` — a (name, node) pair.
 REPORT_EXIT = """
 import time
-from nodelab import portmapper
-from nodelab import processes as P
+from nodelab.dist import portmapper
+from nodelab.runtime import processes as P
 
 def report_exit(parent, reporter):
     Process.flag("trap_exit", True)

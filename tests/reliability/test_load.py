@@ -80,7 +80,7 @@ def test_nodes_that_first_meet_under_load_lose_no_message(alex, start_peer) -> N
 # moment in which a node's own dial and the peer's dial can cross.
 SLOW_HANDSHAKE = """
 import time as _time
-import nodelab.handshake as _handshake
+import nodelab.dist.handshake as _handshake
 _accept = _handshake.accept
 def _slow_accept(*args, **options):
     _time.sleep(0.03)

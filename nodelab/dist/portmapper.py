@@ -31,7 +31,7 @@ that are already connected keep talking (they do not need it any more); each nod
 that its registration connection closed, starts a new port mapper and registers again,
 so new lookups recover within a fraction of a second (see :class:`Registration`).
 
-Run it by hand: ``python -m nodelab.portmapper [--port P] [--linger SECONDS]``.
+Run it by hand: ``python -m nodelab.dist.portmapper [--port P] [--linger SECONDS]``.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import NodelabError
-from .names import InvalidNodeName, check_name_part, is_loopback_host
+from nodelab.errors import NodelabError
+from nodelab.dist.names import InvalidNodeName, check_name_part, is_loopback_host
 
 DEFAULT_PORT = 4370
 DEFAULT_LINGER = 10.0
@@ -69,7 +69,7 @@ EXIT_IN_USE = 3  # status of ``--detach`` when the port is taken (maybe by anoth
 REREGISTER_WINDOW = 60.0
 REREGISTER_MAX_DELAY = 1.0
 
-log = logging.getLogger("nodelab.portmapper")
+log = logging.getLogger("nodelab.dist.portmapper")
 
 
 class PortMapperError(NodelabError):
@@ -401,9 +401,9 @@ def bind_listener(port: int, host: str | None = None) -> socket.socket:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m nodelab.portmapper [--port P] [--linger SECONDS]``."""
+    """``python -m nodelab.dist.portmapper [--port P] [--linger SECONDS]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m nodelab.portmapper",
+        prog="python -m nodelab.dist.portmapper",
         description="nodelab's port mapper (like Erlang's epmd): maps node names to ports.")
     parser.add_argument("--port", type=int, default=None,
                         help="TCP port (default $NODELAB_PORTMAPPER_PORT or 4370)")
@@ -524,7 +524,7 @@ def _ping(host_ip: str, port: int, timeout: float) -> str | None:
 
 
 def _log_path(port: int) -> Path | None:
-    from .cookie import nodelab_home
+    from nodelab.dist.cookie import nodelab_home
 
     home = nodelab_home()
     try:
@@ -565,11 +565,11 @@ def ensure_portmapper(host_ip: str = "127.0.0.1", port: int | None = None, *,
     # -W: the package __init__ imports this module before runpy runs it as __main__,
     # which only earns a RuntimeWarning about double import in the daemon's log.
     command = [sys.executable, "-W", "ignore::RuntimeWarning:runpy", "-m",
-               "nodelab.portmapper", "--port", str(port), "--detach"]
+               "nodelab.dist.portmapper", "--port", str(port), "--detach"]
     # The daemon runs this very copy of nodelab, installed or not (a checkout on sys.path
     # only through the current directory would not be found from the daemon's own cwd).
     env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(
         [package_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     with contextlib.ExitStack() as stack:
@@ -844,7 +844,7 @@ def lookup(name: str, host_ip: str = "127.0.0.1", port: int | None = None, *,
     """The port node ``name`` listens on at ``host_ip``, or None.
 
     None means "no such node there": not registered, or no port mapper answers (no node
-    runs on that host). Raises :class:`~nodelab.names.InvalidNodeName` for a bad name.
+    runs on that host). Raises :class:`~nodelab.dist.names.InvalidNodeName` for a bad name.
     """
     check_name_part(name)
     try:

@@ -193,7 +193,7 @@ and run it on a node (from there, or from here) with:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m nodelab.scaffold chat --sup`` (the same as ``nodelab new chat --sup``)."""
+    """``python -m nodelab.tools.scaffold chat --sup`` (the same as ``nodelab new chat --sup``)."""
     parser = argparse.ArgumentParser(prog="nodelab new",
                                      description="create an application, like mix new")
     add_arguments(parser)

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from typing import Any
 
-from . import pids
-from .errors import NodelabError, ProcessExit, format_exit
-from .mailbox import NO_MATCH, Mailbox, Signal
-from .pids import Pid, Ref, make_ref
+from nodelab.errors import NodelabError, ProcessExit, format_exit
+from nodelab.runtime import pids
+from nodelab.runtime.mailbox import NO_MATCH, Mailbox, Signal
+from nodelab.runtime.pids import Pid, Ref, make_ref
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: Exit reasons with a meaning of their own.
 NORMAL = "normal"

@@ -21,8 +21,8 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import NodelabError
-from .names import parse_node_name
+from nodelab.dist.names import parse_node_name
+from nodelab.errors import NodelabError
 
 
 class PeerStartError(NodelabError):
@@ -105,7 +105,7 @@ def start(name: str, *, cookie: str | None = None, app: str | None = None,
     (``Node.start``) only if it wants to talk to the peer; the readiness check itself uses
     the port mapper, so it works either way.
     """
-    from . import portmapper
+    from nodelab.dist import portmapper
 
     node_name = parse_node_name(name)
     full_name = str(node_name)

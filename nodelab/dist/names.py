@@ -9,7 +9,7 @@ Erlang and Elixir::
     'kate@192.0.2.10'
 
 ``NAME`` tells nodes on the same host apart; the port mapper of ``HOST`` (see
-:mod:`nodelab.portmapper`) knows which TCP port each ``NAME`` listens on. ``HOST`` says
+:mod:`nodelab.dist.portmapper`) knows which TCP port each ``NAME`` listens on. ``HOST`` says
 where to find that port mapper.
 
 *Short* names (``iex --sname alex``) have a host without dots, usually ``localhost``: they
@@ -29,7 +29,7 @@ import re
 import socket
 from typing import NamedTuple
 
-from .errors import NodelabError
+from nodelab.errors import NodelabError
 
 #: The longest NAME part we accept (Erlang allows 255 bytes for the whole atom).
 MAX_NAME_LENGTH = 64

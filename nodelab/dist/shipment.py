@@ -25,7 +25,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from .errors import CodeVersionMismatch
+from nodelab.errors import CodeVersionMismatch
 
 #: Code objects only load on the Python that compiled them; this tag says which one did.
 PYTHON_TAG = f"{sys.implementation.name}-{sys.version_info[0]}.{sys.version_info[1]}"

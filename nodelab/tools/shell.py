@@ -18,14 +18,14 @@ class NodePrompts(Prompts):
     """``iex(kate@localhost)1>`` instead of ``In [1]:``."""
 
     def in_prompt_tokens(self):  # noqa: ANN201 - IPython's own signature
-        from .node import Node
+        from nodelab.node import Node
 
         return [(Token.Prompt, f"iex({Node.self()})"),
                 (Token.PromptNum, str(self.shell.execution_count)),
                 (Token.Prompt, "> ")]
 
     def continuation_prompt_tokens(self, width=None):  # noqa: ANN001, ANN201
-        from .node import Node
+        from nodelab.node import Node
 
         text = f"...({Node.self()})"
         width = width or len(text) + 3
@@ -41,9 +41,9 @@ def run_shell(args: argparse.Namespace) -> int:
     from IPython.terminal.interactiveshell import TerminalInteractiveShell
     from prompt_toolkit.patch_stdout import patch_stdout
 
-    from . import codec
-    from .errors import NodelabError
-    from .node import Node
+    from nodelab.dist import shipment
+    from nodelab.errors import NodelabError
+    from nodelab.node import Node
 
     shell = TerminalInteractiveShell.instance(banner1="", display_banner=False)
     shell.prompts = NodePrompts(shell)
@@ -52,23 +52,23 @@ def run_shell(args: argparse.Namespace) -> int:
     # the node starts inside it so that its group leader writes through the patch.
     with patch_stdout(raw=True):
         try:
-            from .cli import _node_name
+            from nodelab.tools.cli import _node_name
 
             Node.start(_node_name(args), args.cookie, tick_time=args.tick_time,
                        namespace=shell.user_ns)
         except (NodelabError, ValueError, OSError) as error:
             print(f"nodelab shell: {error}", file=sys.stderr)
             return 2
-        codec.set_namespace_provider(lambda: shell.user_ns)
+        shipment.set_namespace_provider(lambda: shell.user_ns)
         shell.extension_manager.load_extension("nodelab")
         if args.app:
-            from .otp.application import Application
+            from nodelab.otp.application import Application
 
             Application.ensure_all_started(args.app)
         print(f"nodelab shell on node {Node.self()} — Ctrl-D to leave", flush=True)
         shell.mainloop()
         if args.app:
-            from .otp.application import Application
+            from nodelab.otp.application import Application
 
             Application.stop(args.app)
         Node.stop()

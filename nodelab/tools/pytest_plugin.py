@@ -59,7 +59,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_STARTED_KEY] = False
     name = config.getoption("nodelab_sname") or config.getoption("nodelab_name")
     if name:
-        from .node import Node
+        from nodelab.node import Node
 
         Node.start(name, config.getoption("nodelab_cookie"))
         config.stash[_STARTED_KEY] = True
@@ -67,13 +67,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if config.stash.get(_STARTED_KEY, False):
-        from .node import Node
+        from nodelab.node import Node
 
         Node.stop()
 
 
 def _run_is_a_named_node() -> bool:
-    from .node import Node
+    from nodelab.node import Node
 
     return Node.alive()
 
@@ -123,8 +123,8 @@ class Peers:
 
     def start(self, name: str, **options: Any) -> Any:
         """Start node ``name`` (e.g. ``"moebi"``, with ``app="chat"``) and wait until it is up."""
-        from . import peer
-        from .node import Node
+        from nodelab.node import Node
+        from nodelab.tools import peer
 
         if not Node.alive():
             raise RuntimeError(

@@ -25,11 +25,17 @@ import threading
 import time
 from typing import Any
 
-from . import codec, frames, handshake, portmapper
-from . import processes as P
-from .errors import MessageTooLarge
-from .names import NodeName, parse_node_name, resolve_host
-from .pids import Pid, Ref, make_ref
+from nodelab.dist import shipment
+
+from nodelab.dist import frames
+
+from nodelab.dist import handshake
+
+from nodelab.dist import portmapper
+from nodelab.runtime import processes as P
+from nodelab.errors import MessageTooLarge
+from nodelab.dist.names import NodeName, parse_node_name, resolve_host
+from nodelab.runtime.pids import Pid, Ref, make_ref
 
 log = logging.getLogger("nodelab")
 
@@ -362,7 +368,7 @@ class Distribution:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(HANDSHAKE_TIMEOUT)
             status, peer_tag, send_key, recv_key = handshake.initiate(
-                sock, self.cookie_for(node), self.full_name, node, codec.PYTHON_TAG,
+                sock, self.cookie_for(node), self.full_name, node, shipment.PYTHON_TAG,
                 old_connection_is_stale=old_connection_is_stale,
                 deadline=time.monotonic() + HANDSHAKE_TIMEOUT)
         except (OSError, handshake.HandshakeError):
@@ -447,7 +453,7 @@ class Distribution:
                     return
                 try:
                     send_key, recv_key = handshake.accept(
-                        sock, self.cookie_for(node), self.full_name, hello, codec.PYTHON_TAG,
+                        sock, self.cookie_for(node), self.full_name, hello, shipment.PYTHON_TAG,
                         deadline)
                 except handshake.HandshakeError as error:
                     if str(error) == "invalid challenge reply":
@@ -547,7 +553,7 @@ class Distribution:
         conn = self.connection(node, connect=connect)
         if conn is None:
             return False
-        return conn.send_frame(frames.DATA, codec.dumps(op))
+        return conn.send_frame(frames.DATA, shipment.dumps(op))
 
     def request(self, node: str, op_builder: Any, timeout: float) -> Any:
         """Send a request that the peer answers with a reply tagged by a fresh ref.
@@ -564,7 +570,7 @@ class Distribution:
         try:
             conn = self.connection(node)
             if conn is None or not conn.send_frame(frames.DATA,
-                                                   codec.dumps(op_builder(ref, me.pid))):
+                                                   shipment.dumps(op_builder(ref, me.pid))):
                 raise ConnectionError(node)
             return P.receive(
                 P.on(("$reply", ref, P.ANY), lambda m: m[2]),
@@ -591,7 +597,7 @@ class Distribution:
                 proc.mailbox.put(_decode_message(body, 1 + size))
         elif kind == frames.DATA:
             try:
-                op = codec.loads(body)
+                op = shipment.loads(body)
             except Exception as error:  # noqa: BLE001
                 log.error("** %s sent a control message this node cannot decode: %r **",
                           conn.peer, error)
@@ -612,14 +618,14 @@ def _raise_connection_error(node: str) -> Any:
 
 def _encode_message(message: Any, node: str) -> bytes:
     try:
-        return codec.dumps(message)
+        return shipment.dumps(message)
     except Exception as error:
         raise TypeError(f"cannot send {message!r:.80} to {node}: {error}") from None
 
 
 def _decode_message(body: bytes, offset: int) -> Any:
     try:
-        return codec.loads(memoryview(body)[offset:])
+        return shipment.loads(memoryview(body)[offset:])
     except Exception as error:  # noqa: BLE001 - the receiver learns of it, the link survives
         return UndecodableMessage(str(error), body[offset:])
 
@@ -687,10 +693,10 @@ def _run_shipped(blob: bytes) -> None:
     # Decoded in the new process, so a function that cannot be rebuilt here (another
     # Python version, a module this node lacks) becomes this process's crash reason,
     # which reaches the linked caller.
-    payload = codec.loads(blob)
+    payload = shipment.loads(blob)
     if payload[0] == "mfa":
         _, module, function, args = payload
-        codec.import_function(module, function)(*args)
+        shipment.import_function(module, function)(*args)
     else:
         _, fn, args = payload
         fn(*args)

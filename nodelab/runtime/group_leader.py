@@ -24,8 +24,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import processes as P
-from .pids import Pid, make_ref
+from nodelab.runtime import processes as P
+from nodelab.runtime.pids import Pid, make_ref
 
 Writer = Callable[[str, str], None]  # (stream name, text)
 

@@ -22,7 +22,7 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
 
 def _node_name(args: argparse.Namespace) -> str:
     """The node name, checked against the flag that gave it (like erl's -sname/-name)."""
-    from .names import parse_node_name
+    from nodelab.dist.names import parse_node_name
 
     if args.sname is not None:
         return str(parse_node_name(args.sname, long=False))
@@ -43,8 +43,8 @@ def _watch_parent(parent: int) -> None:
 
 def run_node(args: argparse.Namespace) -> int:
     """``nodelab node``: a headless node that runs until SIGINT or SIGTERM."""
-    from . import Node
-    from .errors import NodelabError  # noqa: F401 - named in the except below
+    from nodelab import Node
+    from nodelab.errors import NodelabError  # noqa: F401 - named in the except below
 
     if args.exit_with_parent:
         _watch_parent(os.getppid())
@@ -56,7 +56,7 @@ def run_node(args: argparse.Namespace) -> int:
     try:
         name = Node.start(_node_name(args), args.cookie, tick_time=args.tick_time)
         if args.app:
-            from .otp.application import Application
+            from nodelab.otp.application import Application
 
             Application.ensure_all_started(args.app)
     except (NodelabError, ValueError, OSError, RuntimeError) as error:
@@ -69,7 +69,7 @@ def run_node(args: argparse.Namespace) -> int:
     while not stop.wait(0.5):
         pass
     if args.app:
-        from .otp.application import Application
+        from nodelab.otp.application import Application
 
         Application.stop(args.app)
     Node.stop()
@@ -77,7 +77,7 @@ def run_node(args: argparse.Namespace) -> int:
 
 
 def _install_kernel(args: argparse.Namespace) -> int:
-    from .jupyter import kernelspec
+    from nodelab.jupyter import kernelspec
 
     options = ["install"]
     if args.user:
@@ -90,13 +90,13 @@ def _install_kernel(args: argparse.Namespace) -> int:
 
 
 def _run_shell(args: argparse.Namespace) -> int:
-    from .shell import run_shell
+    from nodelab.tools.shell import run_shell
 
     return run_shell(args)
 
 
 def _run_new(args: argparse.Namespace) -> int:
-    from .scaffold import run
+    from nodelab.tools.scaffold import run
 
     return run(args)
 
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_node_options(shell)
     shell.set_defaults(run=_run_shell)
 
-    from .scaffold import add_arguments as _add_new_arguments
+    from nodelab.tools.scaffold import add_arguments as _add_new_arguments
 
     new = commands.add_parser(
         "new", help="create an application project (like mix new chat --sup)")
