@@ -26,6 +26,8 @@ from nodelab.runtime.pids import NO_NODE, Pid, Ref, make_ref
 from .errors import AlreadyAlive, NodelabError, NotAlive
 
 log = logging.getLogger("nodelab")
+# Starts an application by name; the OTP layer (above this one) sets it when imported.
+_application_starter: Callable[[str], Any] | None = None
 _start_lock = threading.Lock()
 
 SPAWN_TIMEOUT = 10.0
@@ -34,22 +36,29 @@ SPAWN_TIMEOUT = 10.0
 def _configure_logging() -> None:
     # The BEAM prints its connection errors on the node's console; so do we, once.
     if not log.handlers:
-        handler = logging.StreamHandler()
+        handler = _ConsoleHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        handler.emit = _emit_to_error_sink(handler)  # type: ignore[method-assign]
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
 
 
-def _emit_to_error_sink(handler: logging.Handler) -> Callable[[logging.LogRecord], None]:
-    def emit(record: logging.LogRecord) -> None:
+def set_application_starter(starter: Callable[[str], Any]) -> None:
+    """Let ``Node.start(name, app=...)`` start applications (called by ``nodelab.otp``)."""
+    global _application_starter
+    _application_starter = starter
+
+
+class _ConsoleHandler(logging.Handler):
+    """Writes nodelab's log lines where this node writes its errors (its console, or the
+    notebook's stderr), with ``[error]`` before errors as Elixir's logger does."""
+
+    def emit(self, record: logging.LogRecord) -> None:
         try:
-            P.runtime.error_sink("[error] " + handler.format(record)
-                                 if record.levelno >= logging.ERROR else handler.format(record))
-        except Exception:  # noqa: BLE001
+            text = self.format(record)
+            P.runtime.error_sink("[error] " + text if record.levelno >= logging.ERROR else text)
+        except Exception:  # noqa: BLE001 - a closed console must not take the logging caller down
             pass
-    return emit
 
 
 def _function_name(target: Any) -> str:
@@ -106,14 +115,15 @@ class Node:
             dist = Distribution(node_name, cookie, tick_time=tick_time)
             dist.start()  # raises NameInUse when another node has the name
             P.runtime.distribution = dist
-            _rename_local_pids(dist.full_name)
+            pids.set_local_node(dist.full_name)
             for proc in P.runtime.processes.copy().values():
                 if proc.is_shell and proc.group_leader is None:
                     proc.group_leader = P.runtime.default_group_leader
         if app is not None:
-            from .otp.application import Application
-
-            Application.ensure_all_started(app)
+            if _application_starter is None:
+                raise NodelabError(
+                    f"cannot start the application {app!r}: import nodelab.otp first")
+            _application_starter(app)
         return dist.full_name
 
     @staticmethod
@@ -125,7 +135,7 @@ class Node:
                 return "ok"
             P.runtime.distribution = None
             dist.stop()
-            _rename_local_pids(NO_NODE)
+            pids.set_local_node(NO_NODE)
             return "ok"
 
     @staticmethod
@@ -251,12 +261,6 @@ class Node:
         an exit signal ``"noconnection"`` — as on the BEAM.
         """
         return _spawn_on(node, _shipment(fn_or_module, fun, args), link=True)
-
-
-def _rename_local_pids(name: str) -> None:
-    pids._set_local_node(name, pids.local_creation())
-    for proc in P.runtime.processes.copy().values():
-        proc.pid.node = name
 
 
 def _spawn_on(node: str, what: tuple, *, link: bool) -> Pid:

@@ -16,6 +16,8 @@ The names Elixir's standard library gives them::
 * :func:`call` — the request/reply of every server here (a minimal ``GenServer.call``).
 """
 
+from nodelab.node import set_application_starter
+
 from .application import Application
 from .config import config, config_env, import_config, load_config
 from .errors import (
@@ -33,6 +35,10 @@ from .server import call
 from .supervisor import Supervisor
 from .task import Task
 from .task_supervisor import TaskSupervisor
+
+# ``Node.start(name, app="chat")`` starts an application; the node layer lies below this one
+# and cannot import it, so the OTP layer tells it how.
+set_application_starter(Application.ensure_all_started)
 
 __all__ = [
     "Application", "ApplicationError", "CallError", "CallNoConnection", "CallTimeout",

@@ -1,11 +1,20 @@
-"""Process identifiers and references.
+"""Process identifiers and references: values that name a process, or a moment.
 
 A :class:`Pid` names one process on one node. It prints like Elixir's ``#PID<0.112.0>``:
 the first number is ``0`` for a process of this node and a small per-node index for a
-process of another node (the BEAM does the same), the second is the process's serial on
-its node. The full identity — node name, serial and the node's *creation* (which changes
-every time a node with that name starts) — is what PIDs compare and hash by, so a PID of a
-node that died never matches a process of a new node with the same name.
+process of another node (the BEAM does the same), the second is the process's number on its
+node, the third a generation that only changes when the numbers wrap around. The full
+identity — node name, number, generation and the node's *creation* (which changes every
+time a node with that name starts) — is what PIDs compare and hash by, so a PID of a node
+that died never matches a process of a new node with the same name.
+
+PIDs and references are values, as on the BEAM: they never change once made, and equality
+is an ordinary, transitive comparison of those four fields. One subtlety is borrowed from
+the BEAM too. A process of *this* node has a PID that means "this node", whatever this node
+is called: the BEAM gives a shell process started before ``net_kernel`` a PID whose node
+becomes ``alex@localhost`` once the node is named. So a local PID does not store a node
+name or creation; it reads them from the node when asked, and a PID received from another
+node that names this node (and its current creation) is equal to it.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from typing import Any
 
 NO_NODE = "nonode@nohost"
 
@@ -27,12 +37,15 @@ def local_node() -> str:
 
 
 def local_creation() -> int:
+    """This node's creation: a number that tells this run of the node from earlier ones."""
     return _local["creation"]
 
 
-def _set_local_node(name: str, creation: int) -> None:
+def set_local_node(name: str, creation: int | None = None) -> None:
+    """Name this node (``Node.start``/``Node.stop``); local PIDs follow, as on the BEAM."""
     _local["node"] = name
-    _local["creation"] = creation
+    if creation is not None:
+        _local["creation"] = creation
 
 
 def _index_of(node: str) -> int:
@@ -45,76 +58,124 @@ def _index_of(node: str) -> int:
         return index
 
 
+def _immutable(self: Any, name: str, value: Any) -> None:
+    raise AttributeError(f"{type(self).__name__} is a value and cannot be changed: make a new one")
+
+
 class Pid:
-    """The identity of a process: its node, its serial on that node, the node's creation."""
+    """The identity of a process: its node, its number there, a generation, and the node's
+    creation. ``Pid(node, serial, creation)`` names a process of any node."""
 
-    __slots__ = ("node", "serial", "creation")
+    __slots__ = ("_node", "serial", "_creation", "generation")
 
-    def __init__(self, node: str, serial: int, creation: int) -> None:
-        self.node = node
-        self.serial = serial
-        self.creation = creation
+    def __init__(self, node: str, serial: int, creation: int, generation: int = 0) -> None:
+        object.__setattr__(self, "_node", node)
+        object.__setattr__(self, "serial", serial)
+        object.__setattr__(self, "_creation", creation)
+        object.__setattr__(self, "generation", generation)
+
+    @classmethod
+    def of_this_node(cls, serial: int) -> Pid:
+        """The PID of this node's process number ``serial``, whatever the node is named."""
+        pid = cls.__new__(cls)
+        object.__setattr__(pid, "_node", None)
+        object.__setattr__(pid, "serial", serial)
+        object.__setattr__(pid, "_creation", None)
+        object.__setattr__(pid, "generation", 0)
+        return pid
+
+    __setattr__ = _immutable
+
+    @property
+    def node(self) -> str:
+        """The name of the node the process lives on."""
+        node = self._node
+        return _local["node"] if node is None else node
+
+    @property
+    def creation(self) -> int:
+        creation = self._creation
+        return _local["creation"] if creation is None else creation
 
     @property
     def is_local(self) -> bool:
-        """True when the process lives on this node."""
-        return self.creation == _local["creation"] and (
-            self.node == _local["node"] or self.node == NO_NODE
-        )
+        """True when the process lives on this node (this run of it)."""
+        if self._node is None:
+            return True
+        return self._creation == _local["creation"] and self._node == _local["node"]
+
+    def _key(self) -> tuple:
+        return (self.node, self.serial, self.generation, self.creation)
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Pid)
-            and self.serial == other.serial
-            and self.creation == other.creation
-            and (self.node == other.node or NO_NODE in (self.node, other.node))
-        )
+        return type(other) is Pid and self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash((self.serial, self.creation))
+        # Only the fields that never change: a local PID's node name may (Node.start).
+        return hash((self.serial, self.generation))
 
     def __repr__(self) -> str:
-        return f"#PID<{_index_of(self.node)}.{self.serial}.0>"
+        return f"#PID<{_index_of(self.node)}.{self.serial}.{self.generation}>"
 
-    def __reduce__(self):
-        # A local PID made before Node.start travels with the node's current name.
-        node = _local["node"] if self.is_local else self.node
-        return (Pid, (node, self.serial, self.creation))
+    def __reduce__(self) -> tuple:
+        # A PID leaves this process with the node's current name and creation.
+        return (Pid, (self.node, self.serial, self.creation, self.generation))
 
 
 _ref_counter = itertools.count(1)
 
 
+def _words_of(number: int) -> tuple[int, int, int]:
+    # The BEAM's reference: three 32-bit words, the first of which uses 18 bits.
+    return (number & 0x3FFFF, (number >> 18) & 0xFFFFFFFF, (number >> 50) & 0xFFFFFFFF)
+
+
 class Ref:
-    """A unique reference, like Elixir's ``make_ref()``: tags replies and monitors."""
+    """A unique reference, like Elixir's ``make_ref()``: tags replies and monitors.
 
-    __slots__ = ("node", "id", "creation")
+    ``words`` are the reference's number as the BEAM writes it: a few 32-bit words.
+    """
 
-    def __init__(self, node: str, id: int, creation: int) -> None:
-        self.node = node
-        self.id = id
-        self.creation = creation
+    __slots__ = ("_node", "words", "_creation")
+
+    def __init__(self, node: str, words: tuple[int, ...], creation: int) -> None:
+        object.__setattr__(self, "_node", node)
+        object.__setattr__(self, "words", tuple(words))
+        object.__setattr__(self, "_creation", creation)
+
+    __setattr__ = _immutable
+
+    @property
+    def node(self) -> str:
+        node = self._node
+        return _local["node"] if node is None else node
+
+    @property
+    def creation(self) -> int:
+        creation = self._creation
+        return _local["creation"] if creation is None else creation
+
+    def _key(self) -> tuple:
+        return (self.node, self.words, self.creation)
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Ref)
-            and self.id == other.id
-            and self.creation == other.creation
-            and (self.node == other.node or NO_NODE in (self.node, other.node))
-        )
+        return type(other) is Ref and self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash((self.id, self.creation))
+        return hash(self.words)
 
     def __repr__(self) -> str:
-        n = self.id
-        return f"#Reference<{_index_of(self.node)}.{n >> 36}.{(n >> 18) & 0x3FFFF}.{n & 0x3FFFF}>"
+        words = ".".join(str(word) for word in reversed(self.words))
+        return f"#Reference<{_index_of(self.node)}.{words}>"
 
-    def __reduce__(self):
-        node = _local["node"] if self.node == NO_NODE else self.node
-        return (Ref, (node, self.id, self.creation))
+    def __reduce__(self) -> tuple:
+        return (Ref, (self.node, self.words, self.creation))
 
 
 def make_ref() -> Ref:
     """Return a new reference, unique among all references this node makes."""
-    return Ref(_local["node"], next(_ref_counter), _local["creation"])
+    ref = Ref.__new__(Ref)
+    object.__setattr__(ref, "_node", None)
+    object.__setattr__(ref, "words", _words_of(next(_ref_counter)))
+    object.__setattr__(ref, "_creation", None)
+    return ref

@@ -126,7 +126,7 @@ class Runtime:
         self.tracer: Callable[[Pid | None, Any, Any], None] | None = None
 
     def new_pid(self) -> Pid:
-        return Pid(pids.local_node(), next(self.serials), pids.local_creation())
+        return Pid.of_this_node(next(self.serials))
 
 
 def _write_stderr(text: str) -> None:
