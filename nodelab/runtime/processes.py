@@ -451,7 +451,7 @@ def _shell_dies(proc: LocalProcess, reason: Any) -> None:
         runtime.error_sink(line)
 
 
-def exit(pid: Pid, reason: Any) -> None:  # noqa: A001 - the name Elixir and Erlang use
+def exit(pid: Pid, reason: Any) -> None:  # the name Elixir and Erlang use
     """Send an exit signal to ``pid``, like Elixir's ``Process.exit/2``.
 
     ``exit(self(), reason)`` ends the caller at once. ``"kill"`` cannot be trapped.
@@ -846,3 +846,134 @@ def info(pid: Pid) -> dict[str, Any] | None:
 def processes() -> list[Pid]:
     """Every live process of this node."""
     return [p.pid for p in runtime.processes.copy().values() if p.status == "running"]
+
+
+# --- the facade's functions for other layers (no layer touches a process record) ----------
+
+def write_error(text: str) -> None:
+    """Write ``text`` where this node writes its errors (its console, or a test's capture)."""
+    runtime.error_sink(text)
+
+
+def set_error_sink(sink: Callable[[str], None] | None) -> Callable[[str], None]:
+    """Send this node's error lines to ``sink`` (None: back to stderr); returns the old one."""
+    old = runtime.error_sink
+    runtime.error_sink = sink if sink is not None else _write_stderr
+    return old
+
+
+def default_group_leader() -> Pid | None:
+    """This node's default group leader (where its own processes print), or None."""
+    return runtime.default_group_leader
+
+
+def set_default_group_leader(pid: Pid | None) -> None:
+    runtime.default_group_leader = pid
+
+
+def tracer() -> Callable[[Pid | None, Any, Any], None] | None:
+    """The function called as ``tracer(sender, destination, message)`` on every send, or None."""
+    return runtime.tracer
+
+
+def set_tracer(fn: Callable[[Pid | None, Any, Any], None] | None) -> None:
+    runtime.tracer = fn
+
+
+def transport() -> Any:
+    """The transport to other nodes while this node is alive, else None (read it once)."""
+    return runtime.distribution
+
+
+def is_alive(pid: Pid) -> bool:
+    """True when ``pid`` is a live process of this node."""
+    proc = lookup(pid) if pid.is_local else None
+    return proc is not None and proc.status == "running"
+
+
+def status(pid: Pid) -> str | None:
+    """``"running"``, ``"waiting"`` or ``"exiting"`` for a local process; None when gone."""
+    proc = lookup(pid) if pid.is_local else None
+    if proc is None or proc.status == "exited":
+        return None
+    return "waiting" if proc.mailbox.waiting and proc.status == "running" else proc.status
+
+
+def registered_name(pid: Pid) -> str | None:
+    proc = lookup(pid) if pid.is_local else None
+    return proc.name if proc is not None else None
+
+
+def links(pid: Pid | None = None) -> list[Pid]:
+    """The processes linked to ``pid`` (default: the caller)."""
+    proc = current() if pid is None else (lookup(pid) if pid.is_local else None)
+    return [] if proc is None else list(proc.links.copy())
+
+
+def set_trap_exit(flag: bool) -> bool:
+    """``Process.flag("trap_exit", flag)`` for the caller; returns the old value."""
+    me = current()
+    old, me.trap_exit = me.trap_exit, bool(flag)
+    return old
+
+
+def trap_exit() -> bool:
+    return current().trap_exit
+
+
+def take(matcher: Callable[[Any], Any] | None, timeout: float | None) -> Any:
+    """Selective receive for library code: ``matcher(message)`` returns a value, or
+    :data:`NO_MATCH` to leave the message queued; returns NO_MATCH when ``timeout`` passes."""
+    return current().mailbox.take(matcher, timeout)
+
+
+def sleep(seconds: float) -> str:
+    """Sleep, but wake up to die when an exit signal arrives."""
+    current().mailbox.take(lambda _message: NO_MATCH, seconds)
+    return "ok"
+
+
+def process_dictionary() -> dict[Any, Any]:
+    """The caller's process dictionary (``Process.put``/``Process.get``)."""
+    return current().dictionary
+
+
+def is_shell(pid: Pid | None = None) -> bool:
+    """True when ``pid`` (default: the caller) is a shell process (an adopted plain thread)."""
+    proc = current_or_none() if pid is None else (lookup(pid) if pid.is_local else None)
+    return proc is not None and proc.is_shell
+
+
+def set_group_leader_of_all(old: Pid | None, new: Pid) -> None:
+    """Give every live process whose group leader is ``old`` the group leader ``new``."""
+    for proc in runtime.processes.copy().values():
+        if proc.group_leader == old:
+            proc.group_leader = new
+
+
+def new_placeholder_pid() -> Pid:
+    """A PID of this node that no process has (a remote spawn that could not start)."""
+    return runtime.new_pid()
+
+
+def exit_from(pid: Pid, reason: Any) -> None:
+    """Act as if the caller were linked to ``pid`` and ``pid`` ended with ``reason``."""
+    me = current()
+    me.links.add(pid)
+    deliver_exit(me, pid, reason, linked=True)
+
+
+def watch_node(node: str) -> Ref:
+    """Record that the caller receives ``("nodedown", node)`` when ``node`` goes down."""
+    ref = make_ref()
+    with runtime.lock:
+        runtime.node_watchers[ref] = (current().pid, node)
+    return ref
+
+
+def unwatch_node(node: str) -> None:
+    """Forget every node monitor of ``node`` the caller holds."""
+    me = current().pid
+    with runtime.lock:
+        for ref in [r for r, (p, n) in runtime.node_watchers.items() if p == me and n == node]:
+            del runtime.node_watchers[ref]
