@@ -65,18 +65,30 @@ def format_reason(reason: object) -> str:
     return repr(reason)
 
 
-def format_exit(reason: object) -> str:
-    """Explain an exit reason in words, like Elixir's ``Exception.format_exit/1``."""
+#: Elixir's words for ``:noproc`` (``Exception.format_exit/1``).
+NOPROC_TEXT = (
+    "no process: the process is not alive or there's no process currently associated with "
+    "the given name, possibly because its application isn't started"
+)
+
+
+def format_exit(reason: object, indent: str = "    ") -> str:
+    """Explain an exit reason in words, like Elixir's ``Exception.format_exit/1``.
+
+    The one place that does: a shell's ``** (EXIT from ...)`` line, a failed call or await
+    (``** (EXIT) ...``), a supervisor's log. ``indent`` goes before the second line of a
+    crash (``** (ValueError) boom``), nested one level deeper inside a ``** (EXIT)`` line.
+    """
     if reason == "noconnection":
         return "no connection"
     if reason == "noproc":
-        return ("no process: the process is not alive or there's no process currently "
-                "associated with the given name")
-    if reason == "killed":
-        return "killed"
+        return NOPROC_TEXT
+    if reason == "timeout":
+        return "time out"
     if isinstance(reason, tuple) and len(reason) == 2 and reason[0] == "nodedown":
         return f"no connection to {reason[1]}"
-    text = getattr(reason, "explain", None)
-    if callable(text):
-        return text()
+    if all(hasattr(reason, field) for field in ("kind", "message", "node", "traceback")):
+        # A Crash: an exception raised in the process, on the node where it ran.
+        return (f"an exception was raised on {reason.node}:\n"  # type: ignore[attr-defined]
+                f"{indent}** ({reason.kind}) {reason.message}")  # type: ignore[attr-defined]
     return format_reason(reason)

@@ -11,6 +11,11 @@ node with *that node's namespace* as its globals. So ``lambda: Kate.say_name()``
 
 Functions of importable modules (``chat.receive_message``) travel by reference and are
 imported where they run, like calls to compiled Elixir modules.
+
+A *shipment* is what a remote spawn or a task runs, in one of two forms: ``("fn", fn,
+args)`` or ``("mfa", module, fun, args)``. :func:`build` makes one (``Node.spawn``,
+``Task.async_``, ``TaskSupervisor.async_``), :func:`run` runs it on the node where it lands
+(decoding it there first when it travelled encoded), :func:`describe` names it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import marshal
 import pickle
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nodelab.errors import CodeVersionMismatch
@@ -177,6 +182,74 @@ def import_function(module: str, function: str) -> Callable[..., Any]:
     return target
 
 
+# --- shipments: what a remote spawn or a task runs ---------------------------------------------
+
+def build(fn_or_module: Any, fun: str | None = None, args: Any = None, *,
+          example: str = "Task.async_(chat, 'receive_message', ['hi'])") -> tuple:
+    """``("fn", fn, args)`` or ``("mfa", module_name, fun, args)``: what a process will run.
+
+    Either a function (``lambda: Kate.say_name()``) and its arguments, or a module (a module
+    object, a class or a module name), a function name and a list of arguments. ``example``
+    shows the second form in the error about a bad module.
+    """
+    if fun is None:
+        if not callable(fn_or_module):
+            raise TypeError(f"{fn_or_module!r} is not a function: pass a function or a lambda, "
+                            "or a module, a function name and a list of arguments")
+        return ("fn", fn_or_module, tuple(args or ()))
+    if not isinstance(fun, str):
+        raise TypeError(f"the function name must be a string like 'receive_message', not {fun!r}")
+    if args is not None and not isinstance(args, (list, tuple)):
+        raise TypeError(f"args must be a list of arguments, like ['hi'], not {args!r}")
+    module = fn_or_module
+    if isinstance(module, type) and module.__module__ not in ("__main__", "builtins"):
+        # A class of an importable module: import the module, then find Class.fun in it.
+        return ("mfa", module.__module__, f"{module.__qualname__}.{fun}", list(args or ()))
+    name = module_name(module)
+    if not name:  # an empty name is no module either
+        raise TypeError(
+            f"{module!r} is not a module: pass a function, or a module (a module object, a "
+            f"class or a module name) with a function name and a list of arguments, like "
+            f"{example}")
+    return ("mfa", name, fun, list(args or ()))
+
+
+def describe(payload: tuple) -> str:
+    """``chat.receive_message/1``: how errors and reprs name what a shipment runs."""
+    if payload[0] == "mfa":
+        return f"{payload[1]}.{payload[2]}/{len(payload[3])}"
+    fn = payload[1]
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    if "<locals>" in name or "<lambda>" in name:
+        return f"{getattr(fn, '__name__', name)}/{len(payload[2])}"  # <lambda>/0
+    module = getattr(fn, "__module__", None)
+    prefix = f"{module}." if module and module != "__main__" else ""
+    return f"{prefix}{name}/{len(payload[2])}"
+
+
+def resolve(payload: Any) -> tuple[Callable[..., Any], tuple]:
+    """Turn a shipment (or its encoded bytes) into ``(function, args)`` *on this node*."""
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        payload = loads(payload)
+    if payload[0] == "mfa":
+        _, module, fun, args = payload
+        return import_function(module, fun), tuple(args)
+    return payload[1], tuple(payload[2])
+
+
+def run(payload: Any) -> Any:
+    """Run a shipment here and return what it returned.
+
+    Call it in the process that runs it: a function that cannot be rebuilt or found here
+    (another Python version, a module this node lacks) is then that process's crash, which
+    reaches whoever is linked to it or awaits it.
+    """
+    fn, args = resolve(payload)
+    return fn(*args)
+
+
+# --- the prelude --------------------------------------------------------------------------------
+
 #: Names every node's namespace has, like the functions of Elixir's ``Kernel`` that iex
 #: has everywhere: a function shipped to a node can call ``send`` or ``receive`` there
 #: without that node importing them first.
@@ -186,10 +259,23 @@ PRELUDE = (
     "spawn_link", "spawn_monitor", "unlink", "unregister", "whereis", "Task", "TaskSupervisor",
 )
 
+#: The objects of the prelude, given by the package (:func:`set_prelude`): they come from
+#: every layer, and this module sits below most of them.
+_prelude: dict[str, Any] = {}
+
+
+def set_prelude(values: Mapping[str, Any]) -> None:
+    """Give the objects the :data:`PRELUDE` names stand for (``nodelab`` does, on import)."""
+    missing = [name for name in PRELUDE if name not in values]
+    if missing:
+        raise ValueError(f"the prelude lacks {', '.join(missing)}")
+    _prelude.clear()
+    _prelude.update((name, values[name]) for name in PRELUDE)
+
 
 def install_prelude(namespace: dict[str, Any]) -> None:
     """Add the :data:`PRELUDE` names to ``namespace`` where it has none of its own."""
-    import nodelab
-
-    for name in PRELUDE:
-        namespace.setdefault(name, getattr(nodelab, name))
+    if not _prelude:
+        raise RuntimeError("the prelude is not set: import nodelab first")
+    for name, value in _prelude.items():
+        namespace.setdefault(name, value)

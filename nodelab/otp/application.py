@@ -45,10 +45,11 @@ import types
 from pathlib import Path
 from typing import Any
 
+from nodelab.runtime import gen_server
 from nodelab.runtime import processes as P
 from nodelab.runtime.pids import Pid
 
-from ..errors import ProcessExit
+from ..errors import ProcessExit, format_exit
 from . import config as _config
 from . import server
 from .errors import ApplicationError, CallError, StartError
@@ -143,7 +144,7 @@ class Application(metaclass=server.ModuleLike):
             if callbacks is not None:
                 result = server.start_server(
                     _master, (app, callbacks), link=False, what=f"application {app}",
-                    group_leader=P.runtime.default_group_leader)
+                    group_leader=P.default_group_leader())
                 _running[app].master = result[1]
                 _running[app].top = result[2]
         except StartError as error:
@@ -260,6 +261,14 @@ def _callback_module(app: str, package: types.ModuleType) -> types.ModuleType | 
     return module
 
 
+def top_supervisor(app: str) -> Pid | None:
+    """The top supervisor of ``app`` when it runs on this node, else None (what OTP's
+    ``application_master:get_child/1`` answers; the pictures draw the tree under it)."""
+    with _lock:
+        running = _running.get(app)
+        return None if running is None else running.top
+
+
 def _forget(app: str) -> None:
     with _lock:
         _running.pop(app, None)
@@ -267,9 +276,39 @@ def _forget(app: str) -> None:
 
 # --- the application master ----------------------------------------------------------------
 
+class _Master(gen_server.Server):
+    """The application master: it started the tree, and stops it (then calls ``stop``)."""
+
+    def __init__(self, app: str, callbacks: types.ModuleType, top: Pid, state: Any) -> None:
+        self.app = app
+        self.callbacks = callbacks
+        self.top = top
+        self.state = state
+
+    def describe(self) -> Any:
+        return ("Application", self.app)
+
+    def terminate(self, reason: Any) -> None:
+        server.shutdown(self.top, "infinity")
+        stop = getattr(self.callbacks, "stop", None)
+        if callable(stop):
+            try:
+                stop(self.state)
+            except Exception as error:  # noqa: BLE001 - the tree is down anyway
+                P.write_error(f"[error] {self.callbacks.__name__}.stop raised "
+                              f"{type(error).__name__}: {error}")
+
+    def handle_exit(self, pid: Pid, reason: Any) -> None:
+        if pid == self.top:
+            # The top supervisor gave up (restart intensity) or was killed: the application
+            # is over. Elixir logs the same line for a temporary application.
+            P.write_error(f"[notice] Application {self.app} exited: {format_exit(reason)}")
+            _forget(self.app)
+            raise ProcessExit(P.NORMAL)
+
+
 def _master(booting: server.Booting, app: str, callbacks: types.ModuleType) -> None:
-    me = P.current()
-    me.trap_exit = True
+    P.set_trap_exit(True)
     try:
         result = callbacks.start("normal", [])
     except ProcessExit:
@@ -292,24 +331,5 @@ def _master(booting: server.Booting, app: str, callbacks: types.ModuleType) -> N
                      f"{callbacks.__name__}.start returned {result!r}: it must return "
                      "('ok', pid) of the top supervisor, e.g. Supervisor.start_link(...)")
     P.link(top)  # the top supervisor links to us already; linking twice changes nothing
-    booting.ack(("ok", me.pid, top))
-    while True:
-        message = P.receive()
-        if server.is_call(message) and message[2] == ("$stop",):
-            server.shutdown(top, "infinity")
-            stop = getattr(callbacks, "stop", None)
-            if callable(stop):
-                try:
-                    stop(state)
-                except Exception as error:  # noqa: BLE001 - the tree is down anyway
-                    P.runtime.error_sink(f"[error] {callbacks.__name__}.stop raised "
-                                         f"{type(error).__name__}: {error}")
-            server.reply(message[1], "ok")
-            return
-        if type(message) is tuple and len(message) == 3 and message[0] == "EXIT" and (
-                message[1] == top):
-            # The top supervisor gave up (restart intensity) or was killed: the application
-            # is over. Elixir logs the same line for a temporary application.
-            P.runtime.error_sink(f"[notice] Application {app} exited: {message[2]!r}")
-            _forget(app)
-            return
+    booting.ack(("ok", P.self(), top))
+    gen_server.serve(_Master(app, callbacks, top, state))

@@ -128,7 +128,7 @@ def _exec_file(path: Path) -> None:
     _loading.files.append(path)
     try:
         code = compile(path.read_text(encoding="utf-8"), str(path), "exec")
-        exec(code, namespace)  # noqa: S102 - a config file is the project's own Python code
+        exec(code, namespace)  # a config file is the project's own Python code
     finally:
         _loading.files.pop()
 

@@ -17,30 +17,6 @@ from typing import Any
 
 from ..errors import NoConnection, NodelabError, format_exit
 
-#: Elixir's wording for a call to a name nobody holds (Exception.format_exit of :noproc
-#: inside a GenServer.call).
-NOPROC_TEXT = (
-    "no process: the process is not alive or there's no process currently associated with "
-    "the given name, possibly because its application isn't started"
-)
-
-
-def explain_exit(reason: Any) -> str:
-    """The ``** (EXIT) ...`` part of an exit, in Elixir's words."""
-    if reason == "noproc":
-        return NOPROC_TEXT
-    if reason == "timeout":
-        return "time out"
-    if reason == "shutdown":
-        return "shutdown"
-    if isinstance(reason, tuple) and len(reason) == 2 and reason[0] == "nodedown":
-        return f"no connection to {reason[1]}"
-    crash = getattr(reason, "traceback", None)
-    if crash is not None and hasattr(reason, "kind"):
-        return (f"an exception was raised on {reason.node}:\n"
-                f"        ** ({reason.kind}) {reason.message}")
-    return format_exit(reason)
-
 
 class ExitError(NodelabError):
     """A process we called or awaited exited (or could not be reached) instead of replying.
@@ -52,7 +28,7 @@ class ExitError(NodelabError):
         self.call = call
         self.reason = reason
         self.hint = hint
-        text = f"exited in: {call}\n    ** (EXIT) {explain_exit(reason)}"
+        text = f"exited in: {call}\n    ** (EXIT) {format_exit(reason, indent=' ' * 8)}"
         crash_tb = getattr(reason, "traceback", None)
         if isinstance(crash_tb, str) and crash_tb:
             text += f"\n\nThe traceback on {reason.node}:\n{crash_tb.rstrip()}"

@@ -1,15 +1,18 @@
-"""The request/reply protocol OTP servers share (a minimal ``GenServer.call``).
+"""The request/reply protocol OTP servers share (a minimal ``GenServer.call``), in OTP's words.
 
 A *call* is a message ``("$gen_call", (caller_pid, ref), request)``; the server answers
 with ``(ref, reply)``. The caller *monitors* the server before it sends, so it learns at
 once, instead of hanging, when the server does not exist (``"noproc"``), dies while
 handling the request, or lives on a node that cannot be reached (``"noconnection"``):
-exactly how ``GenServer.call`` behaves on the BEAM. Supervisors, task supervisors and the
-application master are servers of this kind.
+exactly how ``GenServer.call`` behaves on the BEAM. The wait itself and the loop of every
+server are :mod:`nodelab.runtime.gen_server` (the group leaders below this layer use them
+too); :func:`call` here adds what the OTP layer says when a call fails
+(:class:`~nodelab.otp.CallError` and friends).
 
 It also holds the start-up handshake of a server (:func:`start_server`): the caller waits
 until the new process has registered its name and started its children, and learns why
-when that fails — Erlang's ``proc_lib:start_link``.
+when that fails — Erlang's ``proc_lib:start_link``; stopping a child (:func:`shutdown`);
+and the restart intensity of supervisors.
 """
 
 from __future__ import annotations
@@ -18,15 +21,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nodelab.runtime import pids
+from nodelab.runtime import gen_server, pids
 from nodelab.runtime import processes as P
-from nodelab.runtime.mailbox import NO_MATCH
 from nodelab.runtime.pids import Pid, Ref, make_ref
 
 from ..errors import NodelabError, ProcessExit
 from .errors import CallError, CallNoConnection, CallTimeout, StartError
 
-CALL = "$gen_call"
+NO_MATCH = P.NO_MATCH
 ACK = "$ack"
 
 #: How long ``call`` waits by default (Elixir waits 5 s too).
@@ -70,22 +72,6 @@ def describe_dest(dest: Dest) -> str:
     return repr(dest)
 
 
-def reply_or_down(tag: Any, ref: Ref) -> Callable[[Any], Any]:
-    """What a caller waits for: the answer ``(tag, value)``, or the DOWN of its monitor
-    ``ref`` on whoever should answer (a mailbox matcher: the message, or NO_MATCH)."""
-
-    def match(message: Any) -> Any:
-        if type(message) is tuple:
-            size = len(message)
-            if size == 2 and message[0] == tag:
-                return message
-            if size == 5 and message[0] == "DOWN" and message[1] == ref:
-                return message
-        return NO_MATCH
-
-    return match
-
-
 def call(dest: Any, request: Any, timeout: float | None = DEFAULT_TIMEOUT, *,
          describe: str | None = None, hint: Callable[[Any], str] | None = None,
          keep_monitor: bool = False) -> Any:
@@ -101,43 +87,23 @@ def call(dest: Any, request: Any, timeout: float | None = DEFAULT_TIMEOUT, *,
     in place (a task supervisor hands it over to the task it starts).
     """
     target = normalize(dest)
-    me = P.current()
-    ref = P.monitor(target)
     try:
-        P.send(target, (CALL, (me.pid, ref), request))
-    except NodelabError:
-        pass  # a local name nobody holds: the monitor has already queued DOWN "noproc"
-
-    answer = me.mailbox.take(reply_or_down(ref, ref), timeout)
-    if type(answer) is tuple and len(answer) == 2:
-        if keep_monitor:
-            return answer[1], ref
-        P.demonitor(ref, flush=True)
-        return answer[1]
-    text = describe or f"call({describe_dest(target)}, {request!r:.200})"
-    if answer is NO_MATCH:
-        P.demonitor(ref, flush=True)
+        return gen_server.call(target, request, timeout, keep_monitor=keep_monitor)
+    except TimeoutError:
+        text = describe or f"call({describe_dest(target)}, {request!r:.200})"
         raise CallTimeout(text, timeout if timeout is not None else 0.0,
-                          hint(("timeout",)) if hint else "")
-    reason = answer[4]
+                          hint(("timeout",)) if hint else "") from None
+    except gen_server.Down as down:
+        reason = down.reason
+    text = describe or f"call({describe_dest(target)}, {request!r:.200})"
     extra = hint(reason) if hint else ""
     node = _node_of(target)
     if reason == P.NOCONNECTION and node != pids.local_node():
-        if not P.runtime.distribution:
+        if P.transport() is None:
             extra = (f"this process is not a named node, so it cannot reach {node}: start one "
                      "first with Node.start('alex')") + (f"\n{extra}" if extra else "")
         raise CallNoConnection(text, node, extra)
     raise CallError(text, reason, extra)
-
-
-def reply(caller: tuple[Pid, Ref], value: Any) -> None:
-    """Answer a call: ``caller`` is the ``(pid, ref)`` that came with the request."""
-    pid, ref = caller
-    P.send(pid, (ref, value))
-
-
-def is_call(message: Any) -> bool:
-    return type(message) is tuple and len(message) == 3 and message[0] == CALL
 
 
 class ModuleLike(type):
@@ -191,32 +157,25 @@ def start_server(body: Callable[..., Any], args: tuple, *, link: bool = True,
     Returns what ``body`` acknowledged, or raises :class:`StartError` with the server's own
     explanation.
     """
-    caller = P.current()
+    me = P.self()
     ack_ref = make_ref()
     watch = make_ref()
-    leader = caller.group_leader if group_leader is INHERIT else group_leader
-    pid = P.start_process(_boot, (body, args, caller.pid, ack_ref, name, what),
-                          group_leader=leader, link_to=caller.pid if link else None,
-                          monitored_by=(caller.pid, watch))
-
-    def match(message: Any) -> Any:
-        if type(message) is tuple:
-            if len(message) == 3 and message[0] == ACK and message[1] == ack_ref:
-                return message
-            if len(message) == 5 and message[0] == "DOWN" and message[1] == watch:
-                return message
-        return NO_MATCH
-
-    answer = caller.mailbox.take(match, timeout)
-    P.demonitor(watch, flush=True)
-    if answer is NO_MATCH:
+    leader = P.group_leader() if group_leader is INHERIT else group_leader
+    pid = P.start_process(_boot, (body, args, me, ack_ref, name, what),
+                          group_leader=leader, link_to=me if link else None,
+                          monitored_by=(me, watch))
+    try:
+        result = gen_server.await_reply(ack_ref, watch, timeout, head=ACK)
+    except TimeoutError:
+        P.demonitor(watch, flush=True)
         P.unlink(pid)
         P.exit(pid, "kill")
         raise StartError(f"the {what} did not start within {timeout} s (a child's start "
-                         "function may be stuck); it was killed", "timeout")
-    if answer[0] == "DOWN":
-        raise StartError(f"the {what} exited while starting: {answer[4]!r}", answer[4])
-    result = answer[2]
+                         "function may be stuck); it was killed", "timeout") from None
+    except gen_server.Down as down:
+        raise StartError(f"the {what} exited while starting: {down.reason!r}",
+                         down.reason) from None
+    P.demonitor(watch, flush=True)
     if type(result) is tuple and result and result[0] == "error":
         raise StartError(result[2], result[1])
     return result
@@ -261,39 +220,38 @@ def shutdown(pid: Pid, how: Any = 5.0) -> Any:
     ``"shutdown"``, then ``"kill"`` if it has not ended by then) or ``"infinity"``. The
     caller must trap exits; the link is removed first so no stray EXIT is left behind.
     """
-    me = P.current()
     watch = P.monitor(pid)
     P.unlink(pid)
-    stale = me.mailbox.take(
+    stale = P.take(
         lambda m: m if (type(m) is tuple and len(m) == 3 and m[0] == "EXIT" and m[1] == pid)
         else NO_MATCH, 0)
     if stale is not NO_MATCH:
         # It had already exited: the DOWN says noproc, the EXIT had the real reason.
-        _wait_down(me, watch, KILL_WAIT)
+        wait_down(watch, KILL_WAIT)
         return stale[2]
     if how == "brutal_kill":
         P.exit(pid, "kill")
-        reason = _wait_down(me, watch, KILL_WAIT)
+        reason = wait_down(watch, KILL_WAIT)
     else:
         wait = INFINITY_BOUND if how == "infinity" else float(how)
         P.exit(pid, "shutdown")
-        reason = _wait_down(me, watch, wait)
+        reason = wait_down(watch, wait)
         if reason is NO_MATCH:
             P.exit(pid, "kill")
-            reason = _wait_down(me, watch, KILL_WAIT)
+            reason = wait_down(watch, KILL_WAIT)
     if reason is NO_MATCH:
         P.demonitor(watch, flush=True)
-        P.runtime.error_sink(f"[error] {pid!r} did not exit even when killed (a thread stuck "
+        P.write_error(f"[error] {pid!r} did not exit even when killed (a thread stuck "
                              "in a blocking call); giving up on it")
         return "killed"
     return reason
 
 
-def _wait_down(me: P.LocalProcess, watch: Ref, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    answer = me.mailbox.take(
+def wait_down(watch: Ref, timeout: float) -> Any:
+    """The reason in the DOWN of the caller's monitor ``watch``; NO_MATCH after ``timeout``."""
+    answer = P.take(
         lambda m: m if (type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == watch)
-        else NO_MATCH, max(0.0, deadline - time.monotonic()))
+        else NO_MATCH, max(0.0, timeout))
     return answer if answer is NO_MATCH else answer[4]
 
 

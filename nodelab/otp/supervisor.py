@@ -50,10 +50,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from nodelab.dist import shipment
+from nodelab.runtime import gen_server
 from nodelab.runtime import processes as P
-from nodelab.runtime.pids import Pid
+from nodelab.runtime.pids import Pid, Ref
 
-from ..errors import ProcessExit
+from ..errors import ProcessExit, format_exit
 from . import server
 from .errors import StartError
 
@@ -245,10 +246,10 @@ class _ChildStartFailed(Exception):
         self.reason = reason
 
 
-class _Supervisor:
+class _Supervisor(gen_server.Server):
     def __init__(self, booting: server.Booting, strategy: str,
                  intensity: server.Intensity) -> None:
-        self.me = P.current()
+        self.pid = P.self()
         self.parent = booting.parent
         self.strategy = strategy
         self.intensity = intensity
@@ -256,7 +257,7 @@ class _Supervisor:
 
     @property
     def label(self) -> str:
-        return f"Supervisor {self.me.name or repr(self.me.pid)}"
+        return f"Supervisor {P.registered_name(self.pid) or repr(self.pid)}"
 
     def find(self, child_id: Any) -> _Child | None:
         return next((c for c in self.children if c.id == child_id), None)
@@ -269,7 +270,7 @@ class _Supervisor:
             raise
         except StartError as error:
             raise _ChildStartFailed(error.reason) from error
-        except Exception as error:  # noqa: BLE001 - any failure is the child's start failure
+        except Exception as error:  # any failure is the child's start failure (re-raised)
             raise _ChildStartFailed(("exception", f"{type(error).__name__}: {error}")) from error
         if result == "ignore":
             child.pid = None
@@ -310,7 +311,7 @@ class _Supervisor:
 
     def restart(self, child: _Child, reason: Any) -> None:
         if not self.intensity.add():
-            P.runtime.error_sink(
+            P.write_error(
                 f"[error] {self.label}: child {child.id!r} exited with reason "
                 f"{_short(reason)}, and that is {self.intensity.describe()}: shutting down "
                 "(the supervisor's own supervisor decides what happens next)")
@@ -334,17 +335,32 @@ class _Supervisor:
                     self.start(other)
                 except _ChildStartFailed as failed:
                     # Try again from the loop (counted against the intensity), as OTP does.
-                    P.runtime.error_sink(f"[error] {self.label}: could not restart child "
-                                         f"{other.id!r}: {_short(failed.reason)}")
-                    P.send(self.me.pid, ("$restart", other.id))
+                    P.write_error(f"[error] {self.label}: could not restart child "
+                                  f"{other.id!r}: {_short(failed.reason)}")
+                    P.send(self.pid, ("$restart", other.id))
                     return
 
     # --- requests -------------------------------------------------------------------------------
 
-    def handle_call(self, request: Any) -> Any:
+    def describe(self) -> Any:
+        return ("Supervisor", self.strategy)  # what a picture of the tree shows beside the name
+
+    def terminate(self, reason: Any) -> None:
+        self.stop_all()
+
+    def handle_exit(self, pid: Pid, reason: Any) -> None:
+        child = next((c for c in self.children if c.pid == pid), None)
+        if child is not None:
+            self.on_child_exit(child, reason)
+
+    def handle_info(self, message: Any) -> None:
+        if type(message) is tuple and len(message) == 2 and message[0] == "$restart":
+            child = self.find(message[1])
+            if child is not None and child.pid is None:
+                self.restart(child, "restart_failed")
+
+    def handle_call(self, request: Any, caller: tuple[Pid, Ref]) -> Any:
         kind = request[0]
-        if kind == "$describe":  # what a picture of the tree shows beside the name
-            return ("Supervisor", self.strategy)
         if kind == "which_children":
             return [(c.id, c.pid, c.type, list(c.modules)) for c in reversed(self.children)]
         if kind == "count_children":
@@ -396,14 +412,13 @@ class _Supervisor:
 
 
 def _short(reason: Any) -> str:
-    text = getattr(reason, "explain", None)
-    return text().replace("\n", " ") if callable(text) else repr(reason)
+    return format_exit(reason).replace("\n", " ")
 
 
 def _serve(booting: server.Booting, specs: list[dict[str, Any]], strategy: str,
            intensity: server.Intensity) -> None:
+    P.set_trap_exit(True)
     sup = _Supervisor(booting, strategy, intensity)
-    sup.me.trap_exit = True
     for spec in specs:
         child = _Child(spec)
         try:
@@ -415,25 +430,5 @@ def _serve(booting: server.Booting, specs: list[dict[str, Any]], strategy: str,
                                  f"{_short(failed.reason)}; the children already started "
                                  "were stopped")
         sup.children.append(child)
-    booting.ack(("ok", sup.me.pid))
-    while True:
-        message = P.receive()
-        if server.is_call(message):
-            _, caller, request = message
-            if request[0] == "$stop":
-                sup.stop_all()
-                server.reply(caller, "ok")
-                raise ProcessExit(request[1])
-            server.reply(caller, sup.handle_call(request))
-        elif type(message) is tuple and len(message) == 3 and message[0] == "EXIT":
-            _, pid, reason = message
-            if pid == sup.parent:
-                sup.stop_all()
-                raise ProcessExit(reason)
-            child = next((c for c in sup.children if c.pid == pid), None)
-            if child is not None:
-                sup.on_child_exit(child, reason)
-        elif type(message) is tuple and len(message) == 2 and message[0] == "$restart":
-            child = sup.find(message[1])
-            if child is not None and child.pid is None:
-                sup.restart(child, "restart_failed")
+    booting.ack(("ok", sup.pid))
+    gen_server.serve(sup, parent=sup.parent)

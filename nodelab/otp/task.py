@@ -34,13 +34,12 @@ must not touch the caller at all.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from nodelab.dist import shipment as shipping
-from nodelab.runtime import pids
+from nodelab.runtime import gen_server, pids
 from nodelab.runtime import processes as P
-from nodelab.runtime.mailbox import NO_MATCH
 from nodelab.runtime.pids import Pid, Ref, make_ref
 
 from ..errors import NodelabError, ProcessExit
@@ -54,58 +53,7 @@ JOB = "$task_job"
 _SHELL_POLL = 0.5
 
 Timeout = float | int | str | None
-
-
-def module_name(module: Any) -> str:
-    """The name a module, class or module name is known by on every node."""
-    name = shipping.module_name(module)
-    if name:  # an empty name is no module either
-        return name
-    raise TypeError(
-        f"{module!r} is not a module: pass a function, or a module (a module object, a class "
-        "or a module name) with a function name and a list of arguments, like "
-        "Task.async_(chat, 'receive_message', ['hi'])")
-
-
-def shipment(fn_or_module: Any, fun: str | None, args: Iterable[Any] | None) -> tuple:
-    """``("fn", fn, args)`` or ``("mfa", module_name, fun, args)``: what a task will run."""
-    if fun is None:
-        if not callable(fn_or_module):
-            raise TypeError(f"{fn_or_module!r} is not a function: pass a function or a lambda, "
-                            "or a module, a function name and a list of arguments")
-        return ("fn", fn_or_module, tuple(args or ()))
-    if not isinstance(fun, str):
-        raise TypeError(f"the function name must be a string like 'receive_message', not {fun!r}")
-    if args is not None and not isinstance(args, (list, tuple)):
-        raise TypeError(f"args must be a list of arguments, like ['hi'], not {args!r}")
-    module = fn_or_module
-    if isinstance(module, type) and module.__module__ not in ("__main__", "builtins"):
-        # A class of an importable module: import the module, then find Class.fun in it.
-        return ("mfa", module.__module__, f"{module.__qualname__}.{fun}", list(args or ()))
-    return ("mfa", module_name(module), fun, list(args or ()))
-
-
-def describe(payload: tuple) -> str:
-    """``chat.receive_message/1``: how errors and reprs name what a task runs."""
-    if payload[0] == "mfa":
-        return f"{payload[1]}.{payload[2]}/{len(payload[3])}"
-    fn = payload[1]
-    name = getattr(fn, "__qualname__", None) or type(fn).__name__
-    if "<locals>" in name or "<lambda>" in name:
-        return f"{getattr(fn, '__name__', name)}/{len(payload[2])}"  # <lambda>/0
-    module = getattr(fn, "__module__", None)
-    prefix = f"{module}." if module and module != "__main__" else ""
-    return f"{prefix}{name}/{len(payload[2])}"
-
-
-def resolve(payload: Any) -> tuple[Callable[..., Any], tuple]:
-    """Turn a shipment (or its encoded bytes) into ``(function, args)`` *on this node*."""
-    if isinstance(payload, (bytes, bytearray)):
-        payload = shipping.loads(payload)
-    if payload[0] == "mfa":
-        _, module, fun, args = payload
-        return shipping.import_function(module, fun), tuple(args)
-    return payload[1], tuple(payload[2])
+NO_MATCH = P.NO_MATCH
 
 
 class Task(metaclass=server.ModuleLike):
@@ -151,13 +99,12 @@ class Task(metaclass=server.ModuleLike):
         caller's goes (it inherits the group leader). To run it on another node, use
         ``TaskSupervisor.async_(("Chat.TaskSupervisor", node), ...)``.
         """
-        payload = shipment(fn_or_module, fun, args)
-        owner = P.current()
+        payload = shipping.build(fn_or_module, fun, args)
+        owner = P.self()
         ref = make_ref()
-        pid = P.start_process(_run_local, (owner.pid, ref, payload),
-                              group_leader=owner.group_leader, link_to=owner.pid,
-                              monitored_by=(owner.pid, ref))
-        return Task(pid, ref, owner.pid, describe(payload))
+        pid = P.start_process(_run_local, (owner, ref, payload), group_leader=P.group_leader(),
+                              link_to=owner, monitored_by=(owner, ref))
+        return Task(pid, ref, owner, shipping.describe(payload))
 
     # --- waiting ----------------------------------------------------------------------------
 
@@ -170,15 +117,16 @@ class Task(metaclass=server.ModuleLike):
         Raises :class:`TaskTimeout`, :class:`TaskError` (the task raised or was killed; the
         remote traceback is in the message) or :class:`TaskNoConnection` (its node went down).
         """
-        me = _owner_check(task, "await_")
-        answer = _wait(me, task, _seconds(timeout), "await_")
+        _owner_check(task, "await_")
+        answer = _wait(task, _seconds(timeout), "await_")
         if answer is NO_MATCH:
             P.forget_monitor(task.ref)
             raise TaskTimeout(_call_text(task, "await_", timeout), _seconds(timeout) or 0, task)
-        if len(answer) == 2:
+        replied, value = answer
+        if replied:
             P.forget_monitor(task.ref)
-            return answer[1]
-        _raise_down(task, answer[4], "await_", timeout)
+            return value
+        _raise_down(task, value, "await_", timeout)
 
     @staticmethod
     def yield_(task: Task, timeout: Timeout = 5) -> Any:
@@ -189,14 +137,15 @@ class Task(metaclass=server.ModuleLike):
         ``nil``; a task that *exits* raises :class:`TaskError` here, where Elixir returns
         ``{:exit, reason}``.)
         """
-        me = _owner_check(task, "yield_")
-        answer = _wait(me, task, _seconds(timeout), "yield_")
+        _owner_check(task, "yield_")
+        answer = _wait(task, _seconds(timeout), "yield_")
         if answer is NO_MATCH:
             return None
-        if len(answer) == 2:
+        replied, value = answer
+        if replied:
             P.forget_monitor(task.ref)
-            return answer[1]
-        _raise_down(task, answer[4], "yield_", timeout)
+            return value
+        _raise_down(task, value, "yield_", timeout)
 
     @staticmethod
     def await_many(tasks: Iterable[Task], timeout: Timeout = 5) -> list[Any]:
@@ -222,28 +171,27 @@ class Task(metaclass=server.ModuleLike):
         before it could be stopped, else ``None``; raises :class:`TaskError` if it had
         crashed (Elixir returns ``{:ok, result}``, ``nil`` or ``{:exit, reason}``).
         """
-        me = _owner_check(task, "shutdown")
+        _owner_check(task, "shutdown")
         brutal = timeout == "brutal_kill"
-        answer = _wait(me, task, 0, "shutdown")  # it may have finished already
+        answer = _wait(task, 0, "shutdown")  # it may have finished already
         if answer is NO_MATCH and not P.is_monitoring(task.ref):
             return None  # already awaited or shut down: nothing is left to stop or report
         if answer is NO_MATCH:
             P.unlink(task.pid)
-            me.mailbox.take(
-                lambda m: m if (type(m) is tuple and len(m) == 3 and m[0] == "EXIT"
-                                and m[1] == task.pid) else NO_MATCH, 0)
+            P.take(lambda m: m if (type(m) is tuple and len(m) == 3 and m[0] == "EXIT"
+                                   and m[1] == task.pid) else NO_MATCH, 0)
             P.exit(task.pid, "kill" if brutal else "shutdown")
-            answer = _wait(me, task, 5.0 if brutal else _seconds(timeout), "shutdown")
+            answer = _wait(task, 5.0 if brutal else _seconds(timeout), "shutdown")
             if answer is NO_MATCH and not brutal:
                 P.exit(task.pid, "kill")
-                answer = _wait(me, task, 5.0, "shutdown")
+                answer = _wait(task, 5.0, "shutdown")
         if answer is NO_MATCH:
             P.forget_monitor(task.ref)
             return None
-        if len(answer) == 2:
+        replied, reason = answer
+        if replied:
             P.forget_monitor(task.ref)
-            return answer[1]
-        reason = answer[4]
+            return reason
         if reason in ("shutdown", "killed", "normal", "noproc"):
             return None
         _raise_down(task, reason, "shutdown", timeout)
@@ -252,8 +200,7 @@ class Task(metaclass=server.ModuleLike):
 # --- the task process ---------------------------------------------------------------------------
 
 def _run_local(owner: Pid, ref: Ref, payload: tuple) -> None:
-    fn, args = resolve(payload)
-    P.send(owner, (ref, fn(*args)))
+    P.send(owner, (ref, shipping.run(payload)))
 
 
 def run_supervised() -> None:
@@ -267,12 +214,12 @@ def run_supervised() -> None:
     """
     job = P.receive(lambda m: type(m) is tuple and len(m) == 6 and m[0] == JOB)
     _, payload, owner, tag, mode, ref = job
-    me = P.current()
-    if me.group_leader is None:
+    if P.group_leader() is None:
         # Started before this process became a node: print where the node prints now.
-        me.group_leader = P.runtime.default_group_leader
-    fn, args = resolve(payload)
-    result = fn(*args)
+        leader = P.default_group_leader()
+        if leader is not None:
+            P.group_leader(leader, P.self())
+    result = shipping.run(payload)
     if mode == "reply":
         P.send(owner, (tag, result))
         # The owner has its answer and forgets its monitor when it takes it: a DOWN would
@@ -291,23 +238,32 @@ def _seconds(timeout: Timeout) -> float | None:
     return float(timeout)
 
 
-def _owner_check(task: Any, what: str) -> P.LocalProcess:
+def _owner_check(task: Any, what: str) -> None:
     if not isinstance(task, Task):
         raise TypeError(f"Task.{what} takes a Task (what Task.async_ or TaskSupervisor.async_ "
                         f"return), not {task!r}")
-    previous = P.current_or_none()
-    if (previous is not None and previous.pid == task.owner and previous.is_shell
-            and previous.status == "exited"):
+    dead = _exited_shell()
+    if dead is not None and dead[0] == task.owner:
         # This thread's shell was the owner and has died since (of the task's own crash,
         # through the link, before we got here): report it the way await would have.
-        _raise_down(task, previous.reason, what, None)
-    me = P.current()
-    if task.owner != me.pid:
+        _raise_down(task, dead[1], what, None)
+    me = P.self()
+    if task.owner != me:
         raise NodelabError(
             f"Task.{what} must be called by the task's owner {task.owner!r}, and this is "
-            f"{me.pid!r}: only the process that started a task receives its reply (a notebook "
+            f"{me!r}: only the process that started a task receives its reply (a notebook "
             "shell that crashed meanwhile is a new process; start the task again)")
-    return me
+
+
+def _exited_shell() -> tuple[Pid, Any] | None:
+    """This thread's shell process when an exit signal has ended it and the thread has not
+    been given a new one yet (its next ``self()`` does): its PID and its exit reason."""
+    # The one read of a process record left in the OTP layer: the runtime has no function
+    # for a shell that died under a thread which goes on (see the report of issue 9).
+    proc = P.current_or_none()
+    if proc is not None and proc.is_shell and proc.status == "exited":
+        return proc.pid, proc.reason
+    return None
 
 
 def _call_text(task: Task, what: str, timeout: Timeout) -> str:
@@ -316,31 +272,38 @@ def _call_text(task: Task, what: str, timeout: Timeout) -> str:
     return f"Task.{what}({task!r}, {timeout!r})"
 
 
-def _wait(me: P.LocalProcess, task: Task, timeout: float | None, what: str) -> Any:
-    """Take ``(tag, result)`` or the task's DOWN; NO_MATCH after ``timeout``."""
-    match = server.reply_or_down(task.tag, task.ref)
+def _wait(task: Task, timeout: float | None, what: str) -> Any:
+    """``(True, result)`` or ``(False, the task's exit reason)``; NO_MATCH after ``timeout``."""
     try:
-        if not me.is_shell:
-            return me.mailbox.take(match, timeout)
-        # A shell killed while it is busy between two waits is not woken up (it is only
-        # told while it waits), so a shell waits in short slices and checks.
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = _SHELL_POLL if deadline is None else min(_SHELL_POLL,
-                                                            deadline - time.monotonic())
-            answer = me.mailbox.take(match, max(0.0, left))
-            if answer is not NO_MATCH:
-                return answer
-            if me.status == "exited":
-                raise ProcessExit(me.reason, me.pid)
-            if deadline is not None and time.monotonic() >= deadline:
-                return NO_MATCH
+        return (True, _await_reply(task, timeout))
+    except gen_server.Down as down:
+        return (False, down.reason)
+    except TimeoutError:
+        return NO_MATCH
     except ProcessExit as death:
-        if not me.is_shell:
+        if not P.is_shell():
             raise  # a real process dies of its linked task's exit, as on the BEAM
         # The shell was linked to the task and died with it (it printed "** (EXIT from ...)
         # shell process exited ..."); say why in the words of await.
         _raise_down(task, death.reason, what, timeout)
+
+
+def _await_reply(task: Task, timeout: float | None) -> Any:
+    if not P.is_shell():
+        return gen_server.await_reply(task.tag, task.ref, timeout)
+    # A shell killed while it is busy between two waits is not woken up (it is only told
+    # while it waits), so a shell waits in short slices and checks.
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if not P.is_alive(task.owner):
+            dead = _exited_shell()
+            raise ProcessExit(dead[1] if dead is not None else P.NOPROC, task.owner)
+        left = _SHELL_POLL if deadline is None else min(_SHELL_POLL, deadline - time.monotonic())
+        try:
+            return gen_server.await_reply(task.tag, task.ref, max(0.0, left))
+        except TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
 
 
 def _raise_down(task: Task, reason: Any, what: str, timeout: Timeout) -> Any:

@@ -37,13 +37,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from nodelab.dist import shipment as shipping
-from nodelab.runtime import pids
+from nodelab.runtime import gen_server, pids
 from nodelab.runtime import processes as P
 from nodelab.runtime.pids import Pid, make_ref
 
 from ..errors import ProcessExit
 from . import server
-from .task import JOB, Task, describe, run_supervised, shipment
+from .task import JOB, Task, run_supervised
 
 #: How long a caller waits for the supervisor to *start* a task (Elixir waits forever; a dead
 #: supervisor or node still fails at once, this only bounds a supervisor stuck on something).
@@ -102,7 +102,7 @@ class TaskSupervisor(metaclass=server.ModuleLike):
         Either a function (``lambda: ...``) or a module (module object, class or name), a
         function name and a list of arguments.
         """
-        return _start_task(supervisor, shipment(fn_or_module, fun, args), link=True,
+        return _start_task(supervisor, shipping.build(fn_or_module, fun, args), link=True,
                            shutdown=shutdown, what="async_")
 
     @staticmethod
@@ -114,7 +114,7 @@ class TaskSupervisor(metaclass=server.ModuleLike):
         The caller still monitors the task, so ``Task.await_``/``Task.yield_`` report a crash
         as :class:`TaskError` — the way to run work that may fail.
         """
-        return _start_task(supervisor, shipment(fn_or_module, fun, args), link=False,
+        return _start_task(supervisor, shipping.build(fn_or_module, fun, args), link=False,
                            shutdown=shutdown, what="async_nolink")
 
     @staticmethod
@@ -128,7 +128,7 @@ class TaskSupervisor(metaclass=server.ModuleLike):
         if restart not in ("temporary", "transient", "permanent"):
             raise ValueError(f"restart must be 'temporary', 'transient' or 'permanent', "
                              f"not {restart!r}")
-        payload = shipment(fn_or_module, fun, args)
+        payload = shipping.build(fn_or_module, fun, args)
         target = server.normalize(supervisor, "task supervisor")
         result = server.call(target, ("start_task", _encode(target, payload), "noreply",
                                       None, None, restart, shutdown),
@@ -164,7 +164,7 @@ def _describe_call(target: Any, payload: tuple, what: str) -> str:
     if payload[0] == "mfa":
         call = f"{payload[1]}.{payload[2]}({', '.join(repr(a) for a in payload[3])})"
     else:
-        call = describe(payload)
+        call = shipping.describe(payload)
     return f"TaskSupervisor.{what}({target!r}, {call})"
 
 
@@ -186,17 +186,17 @@ def _hint(target: Any) -> Any:
 
 def _start_task(supervisor: Any, payload: tuple, *, link: bool, shutdown: Any, what: str) -> Task:
     target = server.normalize(supervisor, "task supervisor")
-    me = P.current()
+    me = P.self()
     tag = make_ref()
     mode = "link" if link else "monitor"
     (_, pid), ref = server.call(
-        target, ("start_task", _encode(target, payload), mode, me.pid, tag, "temporary",
+        target, ("start_task", _encode(target, payload), mode, me, tag, "temporary",
                  shutdown),
         START_TASK_TIMEOUT, describe=_describe_call(target, payload, what), hint=_hint(target),
         keep_monitor=True)
     # ``ref`` was our monitor of the supervisor; the supervisor made it our monitor of the
     # task (and linked us to it) before it answered.
-    return Task(pid, ref, me.pid, describe(payload), tag)
+    return Task(pid, ref, me, shipping.describe(payload), tag)
 
 
 # --- the supervisor process -------------------------------------------------------------------
@@ -210,106 +210,107 @@ class _Child:
         self.shutdown = shutdown
 
 
-def _serve(booting: server.Booting, intensity: server.Intensity) -> None:
-    me = P.current()
-    me.trap_exit = True
-    parent = booting.parent
-    children: dict[Pid, _Child] = {}
-    # One task process waits, started ahead, for the next job: starting a thread is the
-    # slowest step of a task, and this takes it out of the caller's round trip.
-    spare: list[Pid] = []
+class _TaskSupervisor(gen_server.Server):
+    def __init__(self, parent: Pid, intensity: server.Intensity) -> None:
+        self.pid = P.self()
+        self.parent = parent
+        self.intensity = intensity
+        self.children: dict[Pid, _Child] = {}
+        # One task process waits, started ahead, for the next job: starting a thread is the
+        # slowest step of a task, and this takes it out of the caller's round trip.
+        self.spare: list[Pid] = []
 
-    def new_process() -> Pid:
+    def new_process(self) -> Pid:
         # Tasks print where the supervisor prints: on this node (the application's group
         # leader), not on the node of whoever asked for the task. Read it each time: a
         # notebook may replace the node's group leader (and so ours) after we started.
-        leader = me.group_leader if me.group_leader is not None else (
-            P.runtime.default_group_leader)
-        return P.start_process(run_supervised, (), group_leader=leader, link_to=me.pid)
+        leader = P.group_leader()
+        if leader is None:
+            leader = P.default_group_leader()
+        return P.start_process(run_supervised, (), group_leader=leader, link_to=self.pid)
 
-    def start(child: _Child) -> Pid:
+    def start(self, child: _Child) -> Pid:
         pid = None
-        while spare and pid is None:
-            pid = spare.pop()
-            if P.lookup(pid) is None:
+        while self.spare and pid is None:
+            pid = self.spare.pop()
+            if not P.is_alive(pid):
                 pid = None  # killed while it waited (by hand): its EXIT is on its way
         if pid is None:
-            pid = new_process()
-        children[pid] = child
+            pid = self.new_process()
+        self.children[pid] = child
         return pid
 
-    def stop_all() -> None:
-        for pid in spare:
+    def stop_all(self) -> None:
+        for pid in self.spare:
             server.shutdown(pid, "brutal_kill")
-        spare.clear()
-        for pid in reversed(list(children)):
-            server.shutdown(pid, children.pop(pid).shutdown)
+        self.spare.clear()
+        for pid in reversed(list(self.children)):
+            server.shutdown(pid, self.children.pop(pid).shutdown)
 
-    booting.ack(("ok", me.pid))
-    spare.append(new_process())
-    while True:
-        message = P.receive()
-        if server.is_call(message):
-            _, caller, request = message
-            kind = request[0] if type(request) is tuple and request else request
-            if kind == "start_task":
-                _, payload, mode, owner, tag, restart, shutdown = request
-                pid = start(_Child(payload, restart, shutdown))
-                if mode in ("link", "monitor"):
-                    P.hand_over_monitor(caller[1], owner, pid, link=mode == "link")
-                # Reply first, then hand over the job: the reply (and the link) are then
-                # ahead of anything the task sends the caller, on the same connection.
-                server.reply(caller, ("ok", pid))
-                P.send(pid, (JOB, payload, owner, tag, "reply" if owner else "noreply",
-                             caller[1]))
-                # The next spare is started when a task ends (below), not now: now this
-                # task needs the interpreter more than a thread that nobody waits for yet.
-            elif kind == "children":
-                server.reply(caller, list(children))
-            elif kind == "which_children":
-                server.reply(caller, [(None, pid, "worker", [Task]) for pid in children])
-            elif kind == "$describe":
-                # Elixir's Task.Supervisor is a DynamicSupervisor: one_for_one, children
-                # on demand.
-                server.reply(caller, ("TaskSupervisor", "one_for_one"))
-            elif kind == "count_children":
-                server.reply(caller, {"specs": len(children), "active": len(children),
-                                      "supervisors": 0, "workers": len(children)})
-            elif kind == "terminate_child":
-                pid = request[1]
-                child = children.pop(pid, None)
-                if child is None:
-                    server.reply(caller, ("error", "not_found"))
-                else:
-                    server.shutdown(pid, child.shutdown)
-                    server.reply(caller, "ok")
-            elif kind == "$stop":
-                stop_all()
-                server.reply(caller, "ok")
-                raise ProcessExit(request[1])
-            else:
-                server.reply(caller, ("error", ("unknown_request", request)))
-        elif type(message) is tuple and len(message) == 3 and message[0] == "EXIT":
-            _, pid, reason = message
-            if pid == parent:
-                stop_all()
-                raise ProcessExit(reason)
-            if not spare:
-                spare.append(new_process())
-            if pid in spare:
-                spare.remove(pid)  # killed while idle (by hand): replace it on next use
-                continue
+    # --- the server's callbacks ---------------------------------------------------------------
+
+    def describe(self) -> Any:
+        # Elixir's Task.Supervisor is a DynamicSupervisor: one_for_one, children on demand.
+        return ("TaskSupervisor", "one_for_one")
+
+    def terminate(self, reason: Any) -> None:
+        self.stop_all()
+
+    def handle_call(self, request: Any, caller: tuple[Pid, Any]) -> Any:
+        kind = request[0] if type(request) is tuple and request else request
+        children = self.children
+        if kind == "start_task":
+            _, payload, mode, owner, tag, restart, shutdown = request
+            pid = self.start(_Child(payload, restart, shutdown))
+            if mode in ("link", "monitor"):
+                P.hand_over_monitor(caller[1], owner, pid, link=mode == "link")
+            # Reply first, then hand over the job: the reply (and the link) are then
+            # ahead of anything the task sends the caller, on the same connection.
+            gen_server.reply(caller, ("ok", pid))
+            P.send(pid, (JOB, payload, owner, tag, "reply" if owner else "noreply", caller[1]))
+            # The next spare is started when a task ends (below), not now: now this task
+            # needs the interpreter more than a thread that nobody waits for yet.
+            return gen_server.NOREPLY
+        if kind == "children":
+            return list(children)
+        if kind == "which_children":
+            return [(None, pid, "worker", [Task]) for pid in children]
+        if kind == "count_children":
+            return {"specs": len(children), "active": len(children), "supervisors": 0,
+                    "workers": len(children)}
+        if kind == "terminate_child":
+            pid = request[1]
             child = children.pop(pid, None)
-            if child is None or child.restart == "temporary":
-                continue
-            if child.restart == "transient" and server.is_normal_exit(reason):
-                continue
-            if not intensity.add():
-                P.runtime.error_sink(
-                    f"[error] Task supervisor {me.name or me.pid!r}: {intensity.describe()}, "
-                    "shutting down")
-                stop_all()
-                raise ProcessExit("shutdown")
-            restarted = start(child)
-            P.send(restarted, (JOB, child.payload, None, None, "noreply", None))
-        # anything else is not for us: drop it, as a GenServer logs and drops stray messages
+            if child is None:
+                return ("error", "not_found")
+            server.shutdown(pid, child.shutdown)
+            return "ok"
+        return ("error", ("unknown_request", request))
+
+    def handle_exit(self, pid: Pid, reason: Any) -> None:
+        spare = self.spare
+        if not spare:
+            spare.append(self.new_process())
+        if pid in spare:
+            spare.remove(pid)  # killed while idle (by hand): replace it on next use
+            return
+        child = self.children.pop(pid, None)
+        if child is None or child.restart == "temporary":
+            return
+        if child.restart == "transient" and server.is_normal_exit(reason):
+            return
+        if not self.intensity.add():
+            P.write_error(f"[error] Task supervisor {P.registered_name(self.pid) or self.pid!r}: "
+                          f"{self.intensity.describe()}, shutting down")
+            self.stop_all()
+            raise ProcessExit("shutdown")
+        restarted = self.start(child)
+        P.send(restarted, (JOB, child.payload, None, None, "noreply", None))
+
+
+def _serve(booting: server.Booting, intensity: server.Intensity) -> None:
+    P.set_trap_exit(True)
+    sup = _TaskSupervisor(booting.parent, intensity)
+    booting.ack(("ok", sup.pid))
+    sup.spare.append(sup.new_process())
+    gen_server.serve(sup, parent=sup.parent)

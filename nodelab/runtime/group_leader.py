@@ -24,8 +24,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from nodelab.errors import ProcessExit
+from nodelab.runtime import gen_server
 from nodelab.runtime import processes as P
-from nodelab.runtime.pids import Pid, make_ref
+from nodelab.runtime.pids import Pid
 
 Writer = Callable[[str, str], None]  # (stream name, text)
 
@@ -36,23 +38,32 @@ _install_lock = threading.Lock()
 IO_TIMEOUT = 10.0
 
 
+class _GroupLeader(gen_server.Server):
+    """A group leader: a server of Erlang's I/O protocol (like Elixir's ``StringIO``)."""
+
+    def __init__(self, write: Writer) -> None:
+        self.write = write
+
+    def handle_info(self, message: Any) -> None:
+        if type(message) is tuple and len(message) == 4 and message[0] == gen_server.IO_REQUEST:
+            _, sender, ref, request = message
+            answer = _perform(self.write, request)
+            if sender is not None:
+                P.send(sender, (gen_server.IO_REPLY, ref, answer))
+        elif message == "stop":
+            raise ProcessExit(P.NORMAL)
+
+
 def start_group_leader(write: Writer, *, name: str | None = None) -> Pid:
     """Start a group leader process that hands each piece of output to ``write``."""
-
-    def serve() -> None:
-        while True:
-            message = P.receive()
-            if type(message) is tuple and len(message) == 4 and message[0] == "io_request":
-                _, sender, ref, request = message
-                reply = _perform(write, request)
-                if sender is not None:
-                    P.send(sender, ("io_reply", ref, reply))
-            elif message == "stop":
-                return
-
-    pid = P.start_process(serve, (), group_leader=None, name=name)
+    pid = P.start_process(gen_server.serve, (_GroupLeader(write),), group_leader=None, name=name)
     _direct_writers[pid.serial] = write
     return pid
+
+
+def is_group_leader(pid: Pid) -> bool:
+    """True when ``pid`` is a group leader of this node (one :func:`start_group_leader` made)."""
+    return pid.is_local and pid.serial in _direct_writers
 
 
 def stop_group_leader(pid: Pid) -> None:
@@ -75,18 +86,15 @@ def put_chars(group_leader: Pid, text: str, stream: str = "stdout") -> None:
     """Write ``text`` through ``group_leader`` and wait until it is written."""
     if group_leader.is_local:
         write = _direct_writers.get(group_leader.serial)
-        if write is not None and P.lookup(group_leader) is not None:
+        if write is not None and P.is_alive(group_leader):
             write(stream, text)
             return
-    ref = make_ref()
-    watch = P.monitor(group_leader)
-    P.send(group_leader, ("io_request", P.self(), ref, ("put_chars", stream, text)))
-    reply = P.receive(
-        P.on(("io_reply", ref, P.ANY), lambda m: m[2]),
-        P.on(("DOWN", watch, "process", P.ANY, P.ANY), lambda m: ("error", m[4])),
-        timeout=IO_TIMEOUT, after=("error", "timeout"),
-    )
-    P.demonitor(watch, flush=True)
+    try:
+        reply = gen_server.call(group_leader, ("put_chars", stream, text), IO_TIMEOUT, io=True)
+    except gen_server.Down as down:
+        reply = ("error", down.reason)
+    except TimeoutError:
+        reply = ("error", "timeout")
     if reply != "ok":
         # The group leader is gone (its node went down): keep the text, print it here.
         fallback = sys.__stdout__ if stream == "stdout" else sys.__stderr__
