@@ -70,7 +70,7 @@ def ask(node: str, command: Command, timeout: float) -> Any:
     after ``timeout`` seconds, :class:`NodelabError` when the node answered with a failure
     (its text says why, and names the node).
     """
-    dist = P.runtime.distribution
+    dist = P.transport()
     if dist is None:
         raise NotAlive(f"asking {node} for a picture")
     value = dist.request(node, lambda ref, caller: (OP, ref, caller, command), timeout)
@@ -81,7 +81,7 @@ def ask(node: str, command: Command, timeout: float) -> Any:
 
 def tell(node: str, command: Command, *, connect: bool = True) -> bool:
     """Send ``command`` to ``node`` without waiting for an answer; False if it cannot go."""
-    dist = P.runtime.distribution
+    dist = P.transport()
     if dist is None:
         return False
     return dist.control(node, (OP, None, None, command), connect=connect)

@@ -15,7 +15,7 @@ or ``trace(fn, *args)`` for one function, or the ``%%sequence`` cell magic.
 
 How it works, and its limits:
 
-* The runtime calls a *tracer* on every ``send`` of a node (``runtime.tracer``). Starting a
+* The runtime calls a *tracer* on every ``send`` of a node (``set_tracer``). Starting a
   recording installs one here and, through a control request, on every connected node.
   A message sent to a node that was not traced yet starts tracing there first, on the
   same connection, so the chain of messages is followed to nodes the cell connects to.
@@ -36,7 +36,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -45,6 +44,7 @@ from typing import Any, NamedTuple
 
 from nodelab.runtime import pids
 from nodelab.runtime import processes as P
+from nodelab.runtime.group_leader import is_group_leader
 from nodelab.runtime.pids import Pid, Ref
 
 from ..errors import NodelabError
@@ -152,41 +152,37 @@ def summarize(value: Any, depth: int = 0) -> Any:
     return Text(f"{kind.__name__}(…)")
 
 
-def _group_leaders() -> dict[int, Any]:
-    # The group leaders of this node, by serial. (``nodelab.runtime.group_leader`` the attribute is
-    # the function of that name, so the module is taken from sys.modules.)
-    module = sys.modules.get("nodelab.runtime.group_leader")
-    return getattr(module, "_direct_writers", None) or {}
-
-
-def role_of(proc: P.LocalProcess | None) -> str | None:
+def role_of(pid: Pid | None, *, caller: bool = False) -> str | None:
     """How a process is named in a picture when it has a meaning of its own.
 
     Its registered name; ``"shell"`` for a shell process (a notebook cell, iex's shell);
     ``"group leader"`` for a process that writes output; otherwise None (it gets a number).
+    ``caller=True``: ``pid`` is the calling thread's own process (a shell stays one after
+    an exit signal ended it, until its thread gets a new one).
     """
-    if proc is None:
+    if pid is None:
         return None
-    if proc.name:
-        return proc.name
-    if proc.is_shell:
+    name = P.registered_name(pid)
+    if name:
+        return name
+    if P.is_shell(None if caller else pid):
         return "shell"
-    if proc.pid.serial in _group_leaders():
+    if is_group_leader(pid):
         return "group leader"
     return None
 
 
 def _registry() -> dict[str, Pid]:
-    return {name: proc.pid for name, proc in list(P.runtime.registry.items())
-            if proc.status != "exited"}
+    names = {name: P.whereis(name) for name in P.registered()}
+    return {name: pid for name, pid in names.items() if pid is not None}
 
 
 def _directory() -> list[tuple[Pid, str]]:
     entries = []
-    for proc in list(P.runtime.processes.values()):
-        role = role_of(proc)
-        if role is not None and proc.status != "exited":
-            entries.append((proc.pid, role))
+    for pid in P.processes():
+        role = role_of(pid)
+        if role is not None:
+            entries.append((pid, role))
     return entries
 
 
@@ -223,13 +219,13 @@ def _begin(token: str, nodes: Iterable[str]) -> None:
     with _lock:
         if token in _sessions or token in _finished:
             return
-        tracer = P.runtime.tracer
+        tracer = P.tracer()
         if tracer is not None and tracer is not _tracer:
             raise NodelabError(
                 f"another tracer is already installed on {pids.local_node()} "
-                "(runtime.tracer): stop it before recording messages")
+                "(set_tracer): stop it before recording messages")
         _sessions[token] = _Session(token, nodes)
-        P.runtime.tracer = _tracer
+        P.set_tracer(_tracer)
 
 
 def _end(token: str) -> _Session | None:
@@ -238,8 +234,8 @@ def _end(token: str) -> _Session | None:
         _finished[token] = None
         while len(_finished) > 256:
             _finished.popitem(last=False)
-        if not _sessions and P.runtime.tracer is _tracer:
-            P.runtime.tracer = None
+        if not _sessions and P.tracer() is _tracer:
+            P.set_tracer(None)
     return session
 
 
@@ -271,12 +267,12 @@ def _tracer(sender: Pid | None, dest: Any, message: Any) -> None:
 
 def _event(sender: Pid | None, dest: Any, message: Any) -> Event:
     local = pids.local_node()
-    sender_role = role_of(P.current_or_none()) if sender is not None else None
+    sender_role = role_of(sender, caller=True)
     role: str | None = None
     if type(dest) is Pid:
         key: Any = dest
         if dest.is_local:
-            role = role_of(P.lookup(dest))
+            role = role_of(dest)
     else:
         if isinstance(dest, tuple) and len(dest) == 2:
             name, node = dest
@@ -284,8 +280,8 @@ def _event(sender: Pid | None, dest: Any, message: Any) -> Event:
             name, node = dest, local
         name = name if isinstance(name, str) else repr(name)
         role = name
-        holder = P.runtime.registry.get(name) if node == local else None
-        key = holder.pid if holder is not None else Name(name, str(node))
+        holder = P.whereis(name) if node == local else None
+        key = holder if holder is not None else Name(name, str(node))
     return Event(time.time_ns(), local, next(_seq), sender, sender_role, key, role,
                  summarize(message))
 

@@ -24,7 +24,7 @@ from nodelab.runtime import pids
 from nodelab.runtime import processes as P
 from nodelab.runtime.pids import Pid
 
-from ..errors import NodelabError
+from ..errors import NodelabError, format_exit
 from . import _mermaid as M
 from ._remote import Command, RemoteFailure, answer, ask
 
@@ -109,12 +109,11 @@ def describe(target: Any, *, child_id: Any = None, depth: int = 0) -> TreeNode:
                 "'Chat.Supervisor'), and that the application that starts it runs there")
     if not pid.is_local:
         return _remote_describe(pid, child_id)
-    proc = P.lookup(pid)
-    if proc is None:
+    if not P.is_alive(pid):
         raise NodelabError(f"{pid!r} is not a live process of {local}")
     kind, strategy = _introspect(pid)
-    root = TreeNode(_id_text(child_id), pid, local, "supervisor", name=proc.name, kind=kind,
-                    strategy=strategy)
+    root = TreeNode(_id_text(child_id), pid, local, "supervisor", name=P.registered_name(pid),
+                    kind=kind, strategy=strategy)
     if depth > 32:
         root.error = "too deep"
         return root
@@ -135,11 +134,11 @@ def describe(target: Any, *, child_id: Any = None, depth: int = 0) -> TreeNode:
                                  error=str(error))
             child.modules = names
         else:
-            holder = P.lookup(cpid) if isinstance(cpid, Pid) and cpid.is_local else None
             child = TreeNode(_id_text(cid), cpid if isinstance(cpid, Pid) else None,
                              cpid.node if isinstance(cpid, Pid) else local,
                              ctype if ctype in ("worker", "supervisor") else "worker",
-                             name=holder.name if holder is not None else None, modules=names)
+                             name=P.registered_name(cpid) if isinstance(cpid, Pid) else None,
+                             modules=names)
         root.children.append(child)
     return root
 
@@ -149,8 +148,7 @@ def _application_top(app: str) -> Pid:
         from ..otp import application
     except ImportError:
         raise NodelabError("the OTP layer is not available on this node") from None
-    running = getattr(application, "_running", {}).get(app)
-    top = getattr(running, "top", None)
+    top = application.top_supervisor(app)
     if top is None:
         started = ", ".join(application.Application.started_applications()) or "none"
         raise NodelabError(f"the application {app!r} is not running on {pids.local_node()} "
@@ -185,7 +183,7 @@ class TreeRequest(Command):
             answer(dist, peer, ref, caller, value)
 
         # Calls to supervisors wait: not in the connection's reader thread.
-        P.start_process(walk, (), group_leader=P.runtime.default_group_leader)
+        P.start_process(walk, (), group_leader=P.default_group_leader())
 
 
 # --- the picture ---------------------------------------------------------------------------
@@ -307,8 +305,8 @@ def _walk_from(target: Any, node: str) -> TreeNode:
     try:
         return ask(node, TreeRequest(target), TIMEOUT)
     except ConnectionError:
-        raise NodelabError(f"no connection to {node}: is it running, with the same cookie?") \
-            from None
+        raise NodelabError(f"{format_exit(('nodedown', node))}: is it running, with the same "
+                           "cookie?") from None
     except TimeoutError:
         raise NodelabError(f"{node} did not send the tree within {TIMEOUT:g} s") from None
 
