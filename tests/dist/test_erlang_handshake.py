@@ -331,12 +331,13 @@ class Beam:
     its distribution is up, and waits for a line on stdin where the script says
     ``io:get_line("")``. Output lines are collected as they come."""
 
-    def __init__(self, epmd: int, name: str, script: str, cookie: str = COOKIE) -> None:
+    def __init__(self, epmd: int, name: str, script: str, cookie: str = COOKIE,
+                 extra: list[str] | None = None) -> None:
         self.name = f"{name}@localhost"
         env = dict(os.environ, ERL_EPMD_PORT=str(epmd))
         self.proc = subprocess.Popen(
             [ERL or "erl", "-sname", self.name, "-setcookie", cookie, "-noshell",
-             "-kernel", "net_setuptime", "20", "-eval",
+             "-kernel", "net_setuptime", "20", *(extra or []), "-eval",
              f'io:format("ready~n"), {script}, timer:sleep(200), halt().'],
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
@@ -382,8 +383,9 @@ class Beam:
 
 
 @contextlib.contextmanager
-def beam(epmd: int, name: str, script: str, cookie: str = COOKIE) -> Iterator[Beam]:
-    node = Beam(epmd, name, script, cookie)
+def beam(epmd: int, name: str, script: str, cookie: str = COOKIE,
+         extra: list[str] | None = None) -> Iterator[Beam]:
+    node = Beam(epmd, name, script, cookie, extra)
     try:
         node.wait_for("ready", BEAM_START)
         yield node
@@ -534,3 +536,204 @@ def test_beam_asks_alive_when_it_holds_a_connection_from_us(epmd_port: int) -> N
                         pass  # until the BEAM closes the old connection
                 node.send_line()
                 assert node.wait_for("nodes ") == "nodes [twice@localhost]"
+
+
+@needs_beam
+def test_beam_drops_a_silent_peer_after_net_ticktime(epmd_port: int) -> None:
+    # Nothing but ticks keeps a quiet connection: a peer that sends nothing for
+    # net_ticktime (here 2 s instead of the default 60) is dropped, with OTP's log line.
+    with beam(epmd_port, "beamtick",
+              'io:get_line(""), io:format("nodes ~p~n", [nodes()])',
+              extra=["-kernel", "net_ticktime", "2"]) as node:
+        sock, _ = dial_beam(epmd_port, node, "silent@localhost")
+        with sock:
+            started = time.monotonic()
+            line = node.wait_for("not responding", 30)
+            assert line == "** Node silent@localhost not responding **"
+            assert 1.5 < time.monotonic() - started < 15
+            node.send_line()
+            assert node.wait_for("nodes ") == "nodes []"
+
+
+# --- the link to a BEAM peer -----------------------------------------------------------
+
+from nodelab.dist import beam_link as bl  # noqa: E402 - the handshake tests come first
+from nodelab.dist.term_format import Atom  # noqa: E402
+from nodelab.runtime.pids import Pid, Ref  # noqa: E402
+
+KATE = "kate@localhost"
+
+
+def test_events_round_trip_through_frames() -> None:
+    a, b = Pid(KATE, 5, 3), Pid("py@localhost", 7, 9, 1)
+    ref = Ref(KATE, (1, 2, 3), 3)
+    events = [
+        bl.Link(a, b), bl.Send(b, ("hi", [1, 2.5]), a), bl.Send(b, None, a, token=Atom("t")),
+        bl.RegSend(a, Atom("echo"), {"k": b"\xff"}), bl.AliasSend(a, ref, (Atom("ok"),)),
+        bl.Exit(a, b, Atom("boom")), bl.Exit(a, b, Atom("kill"), exit2=True),
+        bl.UnlinkId(1 << 63, a, b), bl.UnlinkIdAck(2, b, a), bl.GroupLeader(a, b),
+        bl.Monitor(a, Atom("rex"), ref), bl.Demonitor(a, b, ref),
+        bl.MonitorExit(b, a, ref, Atom("noproc")),
+        bl.SpawnRequest(ref, a, b, Atom("greeter"), Atom("hello"), ["kate"], [Atom("link")]),
+        bl.SpawnReply(ref, a, bl.SPAWN_REPLY_LINKED, b),
+        bl.SpawnReply(ref, a, 0, Atom("badarg")), bl.NodeLink(),
+    ]
+    for event in events:
+        frame = bl.encode_frame(event)
+        assert struct.unpack("!I", frame[:4])[0] == len(frame) - 4
+        assert bl.decode_frame(frame[4:]) == event, event
+    assert bl.UnlinkId(4, a, b).ack() == bl.UnlinkIdAck(4, b, a)
+    unknown = bl.decode_event((99, a))
+    assert isinstance(unknown, bl.Unknown) and unknown.control == (99, a)
+
+
+def test_malformed_control_messages_are_protocol_errors() -> None:
+    from nodelab.dist import term_format as tf
+    a = Pid(KATE, 5, 3)
+    for control, message in [((bl.LINK, a), tf.NO_MESSAGE), ((bl.SEND_SENDER, a, "x"), 1),
+                             ("not a tuple", tf.NO_MESSAGE), ((True, a, a), tf.NO_MESSAGE),
+                             ((bl.UNLINK_ID, 0, a, a), tf.NO_MESSAGE),
+                             ((bl.SPAWN_REQUEST, Ref(KATE, (1,), 3), a, a,
+                               (Atom("m"), Atom("f"), 2), []), [1])]:
+        with pytest.raises(bl.ProtocolError):
+            bl.decode_event(control, message)
+    with pytest.raises(bl.ProtocolError):
+        bl.decode_frame(b"p\x83\x00")
+    with pytest.raises(bl.ProtocolError, match="takes none"):
+        bl.decode_frame(tf.encode_dist_message((bl.LINK, a, a), Atom("extra")))
+
+
+def test_is_auth_is_answered_to_the_alias() -> None:
+    caller, ref = Pid(KATE, 80, 3), Ref(KATE, (7, 8, 9), 3)
+    from nodelab.dist.term_format import ImproperList
+    tag = ImproperList([Atom("alias")], ref)
+    call = bl.RegSend(caller, Atom("net_kernel"),
+                      (Atom("$gen_call"), (caller, tag), (Atom("is_auth"), Atom(KATE))))
+    assert bl.is_auth_call(call) == (caller, tag)
+    me = Pid("py@localhost", 1, 2)
+    assert bl.gen_reply(me, caller, tag, Atom("yes")) == bl.AliasSend(me, ref, (tag, "yes"))
+    assert bl.gen_reply(me, caller, ref, 1) == bl.Send(caller, (ref, 1), me)
+    assert bl.is_auth_call(bl.RegSend(caller, Atom("rex"), call.message)) is None
+
+
+def _handshaken_pair() -> tuple[socket.socket, socket.socket, eh.HandshakeResult]:
+    a, b = socket.socketpair()
+    peer = eh.HandshakeResult(KATE, eh.DEFAULT_FLAGS, 3, eh.DEFAULT_FLAGS, initiator=True)
+    return a, b, peer
+
+
+def test_link_ticks_when_quiet_and_drops_a_silent_peer(handshake_log: list[str]) -> None:
+    a, b, peer = _handshaken_pair()
+    downs: list[str] = []
+    lines = LogLines()
+    bl.log.addHandler(lines)
+    try:
+        link = bl.BeamLink(a, peer, "py@localhost", 2, tick_time=0.8,
+                           on_down=downs.append).start()
+        b.settimeout(5)
+        started = time.monotonic()
+        assert b.recv(4) == bl.TICK  # written after a quarter of tick_time with nothing sent
+        assert time.monotonic() - started < 3
+        deadline = time.monotonic() + 10
+        while link.alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert downs == ["net_tick_timeout"] and not link.alive
+        assert lines.lines == ["** Node kate@localhost not responding **\n"
+                               "** Removing (timedout) connection **"]
+    finally:
+        bl.log.removeHandler(lines)
+        a.close()
+        b.close()
+
+
+def test_link_closes_on_a_malformed_frame() -> None:
+    a, b, peer = _handshaken_pair()
+    downs: list[str] = []
+    lines = LogLines()
+    bl.log.addHandler(lines)
+    try:
+        link = bl.BeamLink(a, peer, "py@localhost", 2, on_down=downs.append).start()
+        b.sendall(struct.pack("!I", 3) + b"p\x83\x00")
+        link.reader.join(10)
+        assert downs == ["protocol_error"]
+        assert len(lines.lines) == 1 and "Malformed distribution message" in lines.lines[0]
+    finally:
+        bl.log.removeHandler(lines)
+        link.close()
+        b.close()
+
+
+class Events:
+    def __init__(self) -> None:
+        self.items: list[bl.Event] = []
+        self.changed = threading.Condition()
+
+    def __call__(self, event: bl.Event) -> None:
+        with self.changed:
+            self.items.append(event)
+            self.changed.notify_all()
+
+    def wait_for(self, kind: type, timeout: float = 30.0) -> bl.Event:
+        with self.changed:
+            assert self.changed.wait_for(
+                lambda: any(isinstance(e, kind) for e in self.items), timeout), self.items
+            return next(e for e in self.items if isinstance(e, kind))
+
+
+@needs_beam
+def test_ping_from_the_beam_answers_pong(epmd_port: int) -> None:
+    with python_listener(epmd_port, "pyping") as (listener, creation), \
+            beam(epmd_port, "beamping",
+                 'io:format("ping ~p~n", [net_adm:ping(pyping@localhost)]), '
+                 'io:format("nodes ~p~n", [nodes()]), io:get_line("")') as node:
+        sock, _ = listener.accept()
+        result = eh.accept_connection(sock, COOKIE, "pyping@localhost", creation,
+                                      deadline=_deadline())
+        downs: list[str] = []
+        events = Events()
+        link = bl.BeamLink(sock, result, "pyping@localhost", creation, on_event=events,
+                           on_down=downs.append).start()
+        try:
+            assert node.wait_for("ping ") == "ping pong"
+            assert node.wait_for("nodes ") == "nodes [pyping@localhost]"
+            node.send_line()
+            link.reader.join(30)
+            assert downs == ["connection_closed"]
+            # Neither the call nor the monitor of net_kernel reached the callback.
+            assert not [e for e in events.items if isinstance(e, bl.RegSend)
+                        and e.to_name == "net_kernel"]
+        finally:
+            link.close()
+
+
+@needs_beam
+def test_messages_spawn_and_ticks_with_a_beam(epmd_port: int) -> None:
+    script = ('register(echo, self()), io:format("registered~n"), '
+              'receive {From, Msg} -> From ! {echoed, Msg} end, '
+              'Pid = spawn(pylink@localhost, greeter, hello, [<<"kate">>]), '
+              'io:format("spawned ~p~n", [node(Pid)]), '
+              'io:get_line(""), io:format("nodes ~p~n", [nodes()])')
+    with beam(epmd_port, "beamlink", script, extra=["-kernel", "net_ticktime", "2"]) as node:
+        node.wait_for("registered")
+        sock, result = dial_beam(epmd_port, node, "pylink@localhost")
+        events = Events()
+        link = bl.BeamLink(sock, result, "pylink@localhost", 5, on_event=events,
+                           tick_time=2).start()
+        try:
+            me = Pid("pylink@localhost", 42, 5)
+            link.send_event(bl.RegSend(me, Atom("echo"), (me, "sup?")))
+            echoed = events.wait_for(bl.Send)
+            assert echoed.to_pid == me and echoed.message == ("echoed", "sup?")
+            assert isinstance(echoed.message[0], Atom) and echoed.from_pid is not None
+            request = events.wait_for(bl.SpawnRequest)
+            assert (request.module, request.function, request.args) == \
+                ("greeter", "hello", ["kate"])
+            link.send_event(bl.SpawnReply(request.req_id, request.from_pid, 0,
+                                          Pid("pylink@localhost", 43, 5)))
+            assert node.wait_for("spawned ") == "spawned pylink@localhost"
+            time.sleep(5)  # quiet for more than net_ticktime: ticks keep the connection
+            node.send_line()
+            assert node.wait_for("nodes ") == "nodes [pylink@localhost]"
+            assert link.alive
+        finally:
+            link.close()
