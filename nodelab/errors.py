@@ -26,7 +26,7 @@ class NoConnection(NodelabError):
 
     def __init__(self, node: str, detail: str = "") -> None:
         self.node = node
-        text = f"no connection to {node}"
+        text = format_exit(("nodedown", node))
         if detail:
             text += f" ({detail})"
         super().__init__(text)

@@ -186,8 +186,7 @@ class Application(metaclass=server.ModuleLike):
                             describe=f"Application.stop({app!r})")
             except CallError:
                 pass  # it was exiting by itself (its tree died): nothing is left to stop
-            P.receive(("DOWN", watch, "process", P.ANY, P.ANY), timeout=server.KILL_WAIT,
-                      after=None)
+            server.wait_down(watch, server.KILL_WAIT)
             P.demonitor(watch, flush=True)
         _forget(app)
         return "ok"

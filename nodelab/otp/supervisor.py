@@ -147,7 +147,7 @@ class Supervisor(metaclass=server.ModuleLike):
         except BaseException:
             P.demonitor(watch, flush=True)
             raise
-        P.receive(("DOWN", watch, "process", P.ANY, P.ANY), timeout=server.KILL_WAIT, after=None)
+        server.wait_down(watch, server.KILL_WAIT)
         P.demonitor(watch, flush=True)
         return "ok"
 
