@@ -1,0 +1,2 @@
+import Config
+import_config "#{config_env()}.exs"
