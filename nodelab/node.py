@@ -114,7 +114,7 @@ class Node:
             install_router()
             dist = Distribution(node_name, cookie, tick_time=tick_time)
             dist.start()  # raises NameInUse when another node has the name
-            P.runtime.distribution = dist
+            P.set_transport(dist)
             pids.set_local_node(dist.full_name)
             for proc in P.runtime.processes.copy().values():
                 if proc.is_shell and proc.group_leader is None:
@@ -133,7 +133,7 @@ class Node:
             dist = P.runtime.distribution
             if dist is None:
                 return "ok"
-            P.runtime.distribution = None
+            P.set_transport(None)
             dist.stop()
             pids.set_local_node(NO_NODE)
             return "ok"

@@ -25,16 +25,10 @@ import threading
 import time
 from typing import Any
 
-from nodelab.dist import shipment
-
-from nodelab.dist import frames
-
-from nodelab.dist import handshake
-
-from nodelab.dist import portmapper
-from nodelab.runtime import processes as P
-from nodelab.errors import MessageTooLarge
+from nodelab.dist import frames, handshake, portmapper, shipment
 from nodelab.dist.names import NodeName, parse_node_name, resolve_host
+from nodelab.errors import MessageTooLarge
+from nodelab.runtime import processes as P
 from nodelab.runtime.pids import Pid, Ref, make_ref
 
 log = logging.getLogger("nodelab")
@@ -52,6 +46,8 @@ HANDSHAKE_TIMEOUT = 5.0
 # What _dial returns when the peer's connection is the one to use (NOK or a live one).
 _THEIR_CONNECTION_WINS = object()
 DEFAULT_TICK_TIME = 15.0
+# A process waiting for another thread's dial checks this often whether it was killed.
+_WAIT_SLICE = 0.05
 
 
 class UndecodableMessage:
@@ -107,38 +103,55 @@ class Connection:
                 f"{frames.MAX_MESSAGE} bytes for {self.peer}: send a smaller message, or raise "
                 "NODELAB_MAX_MESSAGE on both nodes"
             )
-        if not self.write_lock.acquire(blocking):
-            return False
+        # Masked: an exit signal to the sending process never lands between taking the
+        # write lock and releasing it, nor between spending a sequence number and writing
+        # its frame (the peer would refuse every later frame). The process still exits at
+        # once if it is killed while it waits for the lock or for a full queue.
+        token = P.enter_critical()
         try:
-            if not self.alive:
+            if blocking:
+                P.wait_lock(self.write_lock)
+            elif not self.write_lock.acquire(False):
                 return False
-            frame = frames.encode(self.send_mac, self.send_seq, kind, body)
-            self.send_seq += 1
-            now = time.monotonic()
-            if self.pending or self.flushing or now - self.last_send < BURST_GAP:
-                self.pending.append(frame)
-                self.pending_size += len(frame)
-                self.last_send = now
-                if not self.flushing:
-                    self.flushing = True
-                    self.dist.flush_queue.put(self)
-                return True
             try:
-                self.sock.sendall(frame)
-            except OSError:
-                self.alive = False
-                return False
-            self.last_send = time.monotonic()
-            return True
+                return self._write(kind, body)
+            finally:
+                self.write_lock.release()
+                if self.pending_size > MAX_PENDING:
+                    self._wait_for_flush()
         finally:
-            self.write_lock.release()
-            if self.pending_size > MAX_PENDING:
-                self._wait_for_flush()
+            P.leave_critical(token)
+
+    def _write(self, kind: int, body: bytes) -> bool:
+        # Called with the write lock held.
+        if not self.alive:
+            return False
+        frame = frames.encode(self.send_mac, self.send_seq, kind, body)
+        now = time.monotonic()
+        if self.pending or self.flushing or now - self.last_send < BURST_GAP:
+            self.pending.append(frame)
+            self.pending_size += len(frame)
+            self.send_seq += 1
+            self.last_send = now
+            if not self.flushing:
+                self.flushing = True
+                self.dist.flush_queue.put(self)
+            return True
+        try:
+            self.sock.sendall(frame)
+        except OSError:
+            self.alive = False
+            return False
+        self.send_seq += 1
+        self.last_send = time.monotonic()
+        return True
 
     def _wait_for_flush(self) -> None:
-        # Back-pressure: a sender that runs far ahead of the socket waits for the flusher.
+        # Back-pressure: a sender that runs far ahead of the socket waits for the flusher
+        # (in slices: a kill ends the wait; the frame is queued already).
         deadline = time.monotonic() + 30
         while self.pending_size > MAX_PENDING // 2 and self.alive and time.monotonic() < deadline:
+            P.check_exit()
             time.sleep(0.0005)
 
     def flush_pending(self) -> None:
@@ -314,9 +327,17 @@ class Distribution:
                       "long" if self.name.long else "short", "long" if self.name.long else "short",
                       "name" if self.name.long else "sname")
             return None
+        # Masked: a kill never leaves this node marked as dialling ``node`` for good.
+        token = P.enter_critical()
+        try:
+            return self._connect(target, node)
+        finally:
+            P.leave_critical(token)
+
+    def _connect(self, target: NodeName, node: str) -> Connection | None:
         deadline = time.monotonic() + HANDSHAKE_TIMEOUT + CONNECT_TIMEOUT
-        with self.changed:
-            while True:
+        while True:
+            with self.changed:
                 conn = self._live(node)
                 if conn is not None or self.stopped.is_set():
                     return conn
@@ -327,7 +348,8 @@ class Distribution:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
-                self.changed.wait(remaining)
+                self.changed.wait(min(remaining, _WAIT_SLICE))
+            P.check_exit()  # a kill ends the wait (no lock held, nothing changed yet)
         try:
             outcome = self._dial(target, node)
         finally:
@@ -503,26 +525,10 @@ class Distribution:
             self._tell_node_watchers(node)
 
     def _tell_processes(self, node: str) -> None:
-        # .copy() of a dict or set is one C call, so it cannot meet the other threads that
-        # link, monitor and exit meanwhile (iterating a live one could: "changed size").
-        for proc in P.runtime.processes.copy().values():
-            for pid in [p for p in proc.links.copy() if p.node == node]:
-                P.deliver_exit(proc, pid, P.NOCONNECTION, linked=True)
-            for ref, target in proc.watching.copy().items():
-                target_node = target.node if isinstance(target, Pid) else (
-                    target[1] if isinstance(target, tuple) else None)
-                if target_node == node and proc.watching.pop(ref, None) is not None:
-                    proc.mailbox.put(("DOWN", ref, "process", target, P.NOCONNECTION))
-            for ref in [r for r, w in proc.watchers.copy().items() if w.node == node]:
-                proc.watchers.pop(ref, None)
+        # Links get "noconnection", monitors a DOWN, Node.monitor a nodedown: the runtime's.
+        P.node_down(node)
 
     def _tell_node_watchers(self, node: str) -> None:
-        with P.runtime.lock:
-            fired = [(r, pid) for r, (pid, n) in P.runtime.node_watchers.items() if n == node]
-            for ref, _ in fired:
-                del P.runtime.node_watchers[ref]
-        for _, pid in fired:
-            P.send(pid, ("nodedown", node))
         with self.lock:
             pending = [(r, pid) for r, (pid, n) in self.request_watchers.items() if n == node]
         for ref, pid in pending:
@@ -540,12 +546,12 @@ class Distribution:
         conn.send_frame(SEND, body)
 
     def send_named(self, name: str, node: str, message: Any, sender: Pid) -> None:
-        conn = self.connection(node)
-        if conn is None:
-            return
         raw = name.encode()
         if len(raw) > 255:
             raise ValueError(f"registered name {name!r} is too long (255 bytes at most)")
+        conn = self.connection(node)
+        if conn is None:
+            return
         conn.send_frame(SEND_NAMED, bytes((len(raw),)) + raw + _encode_message(message, node))
 
     def control(self, node: str, op: tuple, *, connect: bool = True) -> bool:
@@ -561,40 +567,43 @@ class Distribution:
         Returns the reply's value, or raises ``ConnectionError`` when the node cannot be
         reached or goes down first.
         """
-        me = P.current()
+        caller = P.self()
         ref = make_ref()
-        # Watched before the request leaves, under this request's own ref, so a node that
-        # goes down in between is noticed and a user's own ("nodedown", node) is not taken.
-        with self.lock:
-            self.request_watchers[ref] = (me.pid, node)
+        # Masked: a kill never leaves the request's watcher behind. The wait for the reply
+        # is a receive, so a kill still ends it at once.
+        token = P.enter_critical()
         try:
-            conn = self.connection(node)
-            if conn is None or not conn.send_frame(frames.DATA,
-                                                   shipment.dumps(op_builder(ref, me.pid))):
-                raise ConnectionError(node)
-            return P.receive(
-                P.on(("$reply", ref, P.ANY), lambda m: m[2]),
-                P.on(("$nodedown", ref), _raise_connection_error(node)),
-                timeout=timeout,
-            )
-        finally:
+            # Watched before the request leaves, under this request's own ref, so a node
+            # that goes down in between is noticed and a user's own ("nodedown", node) is
+            # not taken.
             with self.lock:
-                self.request_watchers.pop(ref, None)
+                self.request_watchers[ref] = (caller, node)
+            try:
+                conn = self.connection(node)
+                if conn is None or not conn.send_frame(frames.DATA,
+                                                       shipment.dumps(op_builder(ref, caller))):
+                    raise ConnectionError(node)
+                return P.receive(
+                    P.on(("$reply", ref, P.ANY), lambda m: m[2]),
+                    P.on(("$nodedown", ref), _raise_connection_error(node)),
+                    timeout=timeout,
+                )
+            finally:
+                with self.lock:
+                    self.request_watchers.pop(ref, None)
+        finally:
+            P.leave_critical(token)
 
     # --- receiving --------------------------------------------------------------------
 
     def dispatch(self, conn: Connection, kind: int, body: bytes) -> None:
         if kind == SEND:
             serial, creation = _SEND_HEADER.unpack_from(body)
-            proc = P.runtime.processes.get(serial)
-            if proc is not None and proc.pid.creation == creation:
-                proc.mailbox.put(_decode_message(body, _SEND_HEADER.size))
+            P.deliver(serial, creation, _decode_message(body, _SEND_HEADER.size))
         elif kind == SEND_NAMED:
             size = body[0]
             name = body[1 : 1 + size].decode("utf-8", "replace")
-            proc = P.runtime.registry.get(name)
-            if proc is not None:
-                proc.mailbox.put(_decode_message(body, 1 + size))
+            P.deliver_named(name, _decode_message(body, 1 + size))
         elif kind == frames.DATA:
             try:
                 op = shipment.loads(body)
@@ -619,7 +628,7 @@ def _raise_connection_error(node: str) -> Any:
 def _encode_message(message: Any, node: str) -> bytes:
     try:
         return shipment.dumps(message)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - any pickling error, re-raised in the sender's words
         raise TypeError(f"cannot send {message!r:.80} to {node}: {error}") from None
 
 
@@ -633,56 +642,42 @@ def _decode_message(body: bytes, offset: int) -> Any:
 # --- control operations from a peer ---------------------------------------------------------
 
 def _on_link(dist: Distribution, conn: Connection, sender: Pid, target: Pid) -> None:
-    proc = P.lookup(target)
-    if proc is None or proc.status != "running":
+    if not P.add_remote_link(sender, target):
         dist.control(conn.peer, ("exit", target, sender, P.NOPROC), connect=False)
-    else:
-        proc.links.add(sender)
 
 
 def _on_unlink(dist: Distribution, conn: Connection, sender: Pid, target: Pid) -> None:
-    proc = P.lookup(target)
-    if proc is not None:
-        proc.links.discard(sender)
+    P.remove_remote_link(sender, target)
 
 
 def _on_exit(dist: Distribution, conn: Connection, sender: Pid, target: Pid, reason: Any) -> None:
-    P.deliver_exit(P.lookup(target), sender, reason, linked=True)
+    P.remote_exit(sender, target, reason, linked=True)
 
 
 def _on_exit2(dist: Distribution, conn: Connection, sender: Pid, target: Pid, reason: Any) -> None:
-    P.deliver_exit(P.lookup(target), sender, reason, linked=False)
+    P.remote_exit(sender, target, reason, linked=False)
 
 
 def _on_monitor(dist: Distribution, conn: Connection, watcher: Pid, target: Any, ref: Ref) -> None:
-    if isinstance(target, tuple):
-        proc = P.runtime.registry.get(target[0])
-    else:
-        proc = P.lookup(target)
-    with P.runtime.lock:
-        if proc is None or proc.status != "running":
-            dist.control(conn.peer, ("down", target, watcher, ref, P.NOPROC), connect=False)
-        else:
-            proc.watchers[ref] = watcher
+    if not P.add_remote_monitor(watcher, target, ref):
+        dist.control(conn.peer, ("down", target, watcher, ref, P.NOPROC), connect=False)
 
 
 def _on_demonitor(dist: Distribution, conn: Connection, watcher: Pid, target: Any,
                   ref: Ref) -> None:
-    proc = P.runtime.registry.get(target[0]) if isinstance(target, tuple) else P.lookup(target)
-    if proc is not None:
-        proc.watchers.pop(ref, None)
+    P.remove_remote_monitor(target, ref)
 
 
 def _on_down(dist: Distribution, conn: Connection, target: Any, watcher: Pid, ref: Ref,
              reason: Any) -> None:
-    P.notify_down(watcher, ref, target, reason)
+    P.remote_down(watcher, ref, target, reason)
 
 
 def _on_spawn(dist: Distribution, conn: Connection, ref: Ref, caller: Pid,
               group_leader: Pid | None, linked: bool, blob: bytes) -> None:
     try:
-        pid = P.start_process(_run_shipped, (blob,), group_leader=group_leader,
-                              link_to=caller if linked else None)
+        pid = P.spawn_for_peer(_run_shipped, (blob,), group_leader=group_leader,
+                               link_to=caller if linked else None)
         result: Any = pid
     except Exception as error:  # noqa: BLE001
         result = ("error", repr(error))
@@ -704,15 +699,11 @@ def _run_shipped(blob: bytes) -> None:
 
 def _on_spawn_reply(dist: Distribution, conn: Connection, ref: Ref, caller: Pid, result: Any,
                     linked: bool) -> None:
-    proc = P.lookup(caller)
-    if proc is None:
+    # The link is recorded by the runtime here, in frame order, so an exit signal that
+    # follows is not missed.
+    if not P.spawn_reply(caller, ref, result, linked=linked):
         if linked and isinstance(result, Pid):
             dist.control(conn.peer, ("exit", caller, result, P.NOPROC), connect=False)
-        return
-    if linked and isinstance(result, Pid):
-        # Recorded here, in frame order, so an exit signal that follows is not missed.
-        proc.links.add(result)
-    proc.mailbox.put(("$reply", ref, result))
 
 
 def _on_info(dist: Distribution, conn: Connection, ref: Ref, caller: Pid, target: Pid) -> None:
@@ -720,9 +711,7 @@ def _on_info(dist: Distribution, conn: Connection, ref: Ref, caller: Pid, target
 
 
 def _on_reply(dist: Distribution, conn: Connection, ref: Ref, caller: Pid, value: Any) -> None:
-    proc = P.lookup(caller)
-    if proc is not None:
-        proc.mailbox.put(("$reply", ref, value))
+    P.reply(caller, ref, value)
 
 
 _HANDLERS = {

@@ -33,6 +33,8 @@ Writer = Callable[[str, str], None]  # (stream name, text)
 
 #: Group leaders of this node whose writer can be called directly by a local printer.
 _direct_writers: dict[int, Writer] = {}
+#: What a process printed to a remote group leader without a newline yet: (pid, stream) -> text.
+_pending: dict[tuple[Pid, str], list[str]] = {}
 _install_lock = threading.Lock()
 
 IO_TIMEOUT = 10.0
@@ -83,7 +85,21 @@ def _perform(write: Writer, request: Any) -> Any:
 
 
 def put_chars(group_leader: Pid, text: str, stream: str = "stdout") -> None:
-    """Write ``text`` through ``group_leader`` and wait until it is written."""
+    """Write ``text`` through ``group_leader`` and wait until it is written.
+
+    A checkpoint, and a critical section: an exit signal never cuts a write in two (the
+    writer may hold a lock of the notebook's output); a process waiting for a remote
+    group leader's reply still exits at once when it is killed.
+    """
+    P.check_exit()
+    token = P.enter_critical()
+    try:
+        _put_chars(group_leader, text, stream)
+    finally:
+        P.leave_critical(token)
+
+
+def _put_chars(group_leader: Pid, text: str, stream: str) -> None:
     if group_leader.is_local:
         write = _direct_writers.get(group_leader.serial)
         if write is not None and P.is_alive(group_leader):
@@ -114,50 +130,34 @@ class OutputRouter(io.TextIOBase):
         super().__init__()
         self.underlying = underlying
         self.stream = stream
-        self._pending: dict[int, list[str]] = {}
-
-    def _route(self) -> tuple[P.LocalProcess, Pid] | None:
-        proc = P.current_or_none()
-        if proc is None or proc.status == "exited":
-            return None
-        gl = proc.group_leader
-        if gl is None:
-            return None
-        return proc, gl
 
     def write(self, text: str) -> int:
-        route = self._route()
-        if route is None:
+        route = P.caller()  # (pid, group leader) of a process; None for a plain thread
+        if route is None or route[1] is None:
             return self.underlying.write(text)
-        proc, gl = route
+        pid, gl = route
         if gl.is_local and gl.serial in _direct_writers:
             put_chars(gl, text, self.stream)
             return len(text)
         # Remote leader: send whole lines, so print("a", "b") costs one round trip, not four.
-        pending = self._pending.setdefault(proc.pid.serial, [])
-        pending.append(text)
+        key = (pid, self.stream)
+        token = P.enter_critical()
+        try:
+            _pending.setdefault(key, []).append(text)
+        finally:
+            P.leave_critical(token)
         if "\n" in text:
-            self._send_pending(proc, gl)
+            _send_pending(key, gl)
         return len(text)
 
-    def _send_pending(self, proc: P.LocalProcess, gl: Pid) -> None:
-        pending = self._pending.pop(proc.pid.serial, None)
-        if pending:
-            put_chars(gl, "".join(pending), self.stream)
-
     def flush(self) -> None:
-        route = self._route()
-        if route is not None:
-            self._send_pending(*route)
+        route = P.caller()
+        if route is not None and route[1] is not None:
+            _send_pending((route[0], self.stream), route[1])
         try:
             self.underlying.flush()
         except Exception:  # noqa: BLE001
             pass
-
-    def flush_process(self, proc: P.LocalProcess) -> None:
-        """Send what ``proc`` printed without a final newline (called as it exits)."""
-        if proc.group_leader is not None and proc.pid.serial in self._pending:
-            self._send_pending(proc, proc.group_leader)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.underlying, name)
@@ -176,6 +176,35 @@ class OutputRouter(io.TextIOBase):
         return True
 
 
+def _send_pending(key: tuple[Pid, str], gl: Pid) -> None:
+    token = P.enter_critical()
+    try:
+        pending = _pending.pop(key, None)
+    finally:
+        P.leave_critical(token)
+    if pending:
+        put_chars(gl, "".join(pending), key[1])
+
+
+def _flush_on_exit(pid: Pid, gl: Pid | None) -> None:
+    """Send what a process printed without a final newline (it is exiting)."""
+    for stream in ("stdout", "stderr"):
+        if (pid, stream) in _pending:
+            if gl is not None:
+                _send_pending((pid, stream), gl)
+            else:
+                _pending.pop((pid, stream), None)
+
+
+P.on_process_exit(_flush_on_exit)
+
+
+def direct_writers() -> dict[int, Writer]:
+    """This node's group leaders whose writer a local printer calls directly, by serial
+    (a copy; the sequence pictures use it to tell group leaders from other processes)."""
+    return dict(_direct_writers)
+
+
 def install_router() -> None:
     """Route ``print`` of nodelab processes through their group leaders (idempotent).
 
@@ -185,8 +214,8 @@ def install_router() -> None:
     with _install_lock:
         if not isinstance(sys.stdout, OutputRouter):
             sys.stdout = OutputRouter(sys.stdout)
-        leader = P.runtime.default_group_leader
-        if leader is None or P.lookup(leader) is None:
+        leader = P.default_group_leader()
+        if leader is None or not P.is_alive(leader):
             router = sys.stdout
 
             def write_to_node_output(stream: str, text: str) -> None:
@@ -194,18 +223,16 @@ def install_router() -> None:
                 target.write(text)
                 target.flush()
 
-            P.runtime.default_group_leader = start_group_leader(write_to_node_output)
+            P.set_default_group_leader(start_group_leader(write_to_node_output))
 
 
 def set_node_output(write: Writer) -> Pid:
     """Replace this node's default group leader (what its own processes print goes to ``write``)."""
     install_router()
-    old = P.runtime.default_group_leader
+    old = P.default_group_leader()
     new = start_group_leader(write)
-    P.runtime.default_group_leader = new
-    for proc in P.runtime.processes.copy().values():
-        if proc.group_leader == old:
-            proc.group_leader = new
+    P.set_default_group_leader(new)
+    P.set_group_leader_of_all(old, new)
     if old is not None:
         stop_group_leader(old)
     return new

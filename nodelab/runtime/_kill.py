@@ -1,0 +1,230 @@
+"""How an exit signal stops a running process without ever breaking nodelab's own state.
+
+A kill does not raise inside its victim at some random bytecode. It sets the victim's
+*pending exit* and wakes it (a :class:`~nodelab.runtime.mailbox.Signal` in its mailbox), and
+the victim acts on it itself, synchronously, at its next *checkpoint*: ``receive``, ``send``,
+``Process.sleep``, a print through its group leader, ``spawn``, ``link``, ``monitor`` — or
+at the end of any nodelab call it was in. That is where the BEAM stops a process too: at
+its next reduction, never in the middle of the runtime's own work.
+
+A process that reaches no checkpoint (``while True: pass``, a long computation) is
+interrupted asynchronously (``PyThreadState_SetAsyncExc``) by this node's one *reaper*
+thread, after a grace period of a few milliseconds, and again with growing pauses while it
+lives (an exception swallowed in a weakref callback or ``__del__`` must not let it run on).
+Never while the process is inside nodelab code that must not be interrupted:
+
+* Such code runs *masked* (:func:`enter` ... :func:`leave`): a per-process counter that
+  only the process changes. The reaper decides under the process's ``kill_lock``, and only
+  when the counter is zero; :func:`enter` takes the same lock and cancels an injection that
+  is still pending, so an injection and a mask entry cannot race. What was cancelled stays
+  a pending exit, acted on when the outermost mask ends.
+* Blocking waits inside masked code wait on something a kill wakes (the mailbox) or in
+  slices, calling :func:`check` where no lock is held and nothing is half-updated.
+* The injection goes only to the thread that the process registered itself, from inside
+  its own thread, when it started running (``ident``); the process's exit path begins
+  masked under the same lock, cancels a pending injection and ends it for good.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import heapq
+import itertools
+import threading
+import time
+from typing import Any
+
+from nodelab.errors import ProcessExit
+from nodelab.runtime._table import LocalProcess, runtime
+from nodelab.runtime.mailbox import Signal
+
+#: How long a running process has to reach a checkpoint before it is interrupted.
+GRACE = 0.005
+#: The longest pause between two interruptions of a process that is still alive.
+RETRY_MAX = 0.2
+#: Slices of a blocking wait inside masked code (a lock, a full send queue).
+SLICE = 0.01
+
+
+class AsyncKill(ProcessExit):
+    """Raised asynchronously in a process that reached no checkpoint; its reason is the
+    process's pending exit."""
+
+    def __init__(self, reason: object = None) -> None:
+        super().__init__(reason)
+
+
+def _set_async_exc(ident: int, exc: Any) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(ident), ctypes.py_object(exc) if exc is not None else None)
+
+
+# --- masks and checkpoints ------------------------------------------------------------------
+
+def enter(proc: LocalProcess | None = None) -> LocalProcess | None:
+    """Begin code that no asynchronous exit may interrupt; returns the token for :func:`leave`.
+
+    Threads that are not processes, and shell processes, are never interrupted
+    asynchronously: for them this costs one attribute read.
+    """
+    if proc is None:
+        proc = getattr(runtime.current, "proc", None)
+        if proc is None:
+            return None
+    if proc.is_shell:
+        return None
+    with proc.kill_lock:
+        if proc.injected:
+            # Injected, not yet raised: cancel it; the pending exit stays and is acted on
+            # when this masked code ends.
+            proc.injected = False
+            _set_async_exc(proc.ident, None)  # type: ignore[arg-type]
+        proc.mask += 1
+    return proc
+
+
+def leave(proc: LocalProcess | None) -> None:
+    """End masked code; at the outermost level, a pending exit is acted on here."""
+    if proc is None:
+        return
+    proc.mask -= 1
+    if proc.mask == 0:
+        pending = proc.pending_exit
+        if pending is not None and not proc.exiting:
+            raise ProcessExit(pending[0], pending[1])
+
+
+def check(proc: LocalProcess | None = None) -> None:
+    """A checkpoint: raise the caller's pending exit, if any (call it only where no lock is
+    held and no state is half-updated)."""
+    if proc is None:
+        proc = getattr(runtime.current, "proc", None)
+        if proc is None:
+            return
+    pending = proc.pending_exit
+    if pending is not None and not proc.exiting:
+        raise ProcessExit(pending[0], pending[1])
+
+
+def wait_lock(lock: threading.Lock, proc: LocalProcess | None = None) -> None:
+    """Acquire ``lock`` in slices, acting on a pending exit between them (nothing held)."""
+    if lock.acquire(False):
+        return
+    if proc is None:
+        proc = getattr(runtime.current, "proc", None)
+    while not lock.acquire(timeout=SLICE):
+        check(proc)
+
+
+# --- the process's own side ----------------------------------------------------------------
+
+def started(proc: LocalProcess) -> None:
+    """Called by a process in its own thread when it starts running: from now on a kill may
+    interrupt this thread (and only this one)."""
+    with proc.kill_lock:
+        proc.ident = threading.get_ident()
+
+
+def begin_exit(proc: LocalProcess) -> None:
+    """The process's exit path begins: masked for good, no injection pending or to come."""
+    with proc.kill_lock:
+        if not proc.exiting:
+            proc.exiting = True
+            proc.mask += 1
+        if proc.injected:
+            proc.injected = False
+            _set_async_exc(proc.ident, None)  # type: ignore[arg-type]
+
+
+def end(proc: LocalProcess) -> None:
+    """The process has ended: its thread is no longer its own."""
+    with proc.kill_lock:
+        proc.ident = None
+
+
+def exit_reason(proc: LocalProcess, stop: ProcessExit) -> Any:
+    return proc.pending_exit[0] if type(stop) is AsyncKill and proc.pending_exit else stop.reason
+
+
+# --- the killer's side ---------------------------------------------------------------------
+
+def request_exit(proc: LocalProcess, reason: Any, sender: Any) -> bool:
+    """Make ``proc`` exit with ``reason``; False when it is gone or already on its way out.
+
+    Called by any thread. For the caller's own process the exit is raised here, or at the
+    end of the nodelab call the caller is in.
+    """
+    me = getattr(runtime.current, "proc", None)
+    with proc.kill_lock:
+        if proc.status != "running" or proc.exiting:
+            return False
+        proc.pending_exit = (reason, sender)
+        proc.reason = reason
+    if proc is me:
+        if proc.mask == 0:
+            raise ProcessExit(reason, sender)
+        return True  # raised when the masked code ends
+    proc.mailbox.put(Signal(reason, sender))  # wakes it if it waits in receive
+    _reaper.watch(proc)
+    return True
+
+
+class _Reaper:
+    """One thread per node that interrupts processes which reached no checkpoint in time."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition(threading.Lock())
+        self.due: list[tuple[float, int, LocalProcess, int]] = []
+        self.order = itertools.count()
+        self.thread: threading.Thread | None = None
+
+    def watch(self, proc: LocalProcess) -> None:
+        with self.changed:
+            if proc.reaping:
+                return
+            proc.reaping = True
+            self._schedule(proc, GRACE, 0)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._loop, daemon=True,
+                                               name="nodelab reaper")
+                self.thread.start()
+
+    def _schedule(self, proc: LocalProcess, delay: float, attempt: int) -> None:
+        heapq.heappush(self.due, (time.monotonic() + delay, next(self.order), proc, attempt))
+        if self.due[0][2] is proc:
+            self.changed.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self.changed:
+                while True:
+                    now = time.monotonic()
+                    if self.due and self.due[0][0] <= now:
+                        break
+                    self.changed.wait(self.due[0][0] - now if self.due else None)
+                batch = []
+                while self.due and self.due[0][0] <= now:
+                    batch.append(heapq.heappop(self.due))
+            for _, _, proc, attempt in batch:
+                alive = _interrupt(proc)
+                with self.changed:
+                    if alive:
+                        self._schedule(proc, min(GRACE * 2 ** (attempt + 1), RETRY_MAX),
+                                       attempt + 1)
+                    else:
+                        proc.reaping = False
+
+
+def _interrupt(proc: LocalProcess) -> bool:
+    """Raise the pending exit in ``proc``'s thread if it runs unmasked code; False when
+    there is nothing left to do (it exited, or its exit path began)."""
+    with proc.kill_lock:
+        if proc.status == "exited" or proc.exiting or proc.pending_exit is None:
+            return False
+        if proc.mask == 0 and proc.ident is not None:
+            proc.injected = True  # before the injection: enter() must see it
+            _set_async_exc(proc.ident, AsyncKill)
+    return True
+
+
+_reaper = _Reaper()
