@@ -13,16 +13,22 @@
 ==============================  ==========================================================
 
 A node name without ``@`` means ``NAME@localhost``, as with ``--sname``. Every magic
-answers ``%magic?`` with its help, and wrong arguments with one line that says what to do.
+answers ``%magic?`` with its help (its ``@magic_arguments`` usage first), and wrong arguments
+with one line that says what to do: IPython's ``UsageError``, printed without a traceback.
+A failure at run time (a dead node, a name in use) is one line too, and the cell goes on.
 """
 
 from __future__ import annotations
 
+import argparse
 import shlex
+import sys
 import time
 from typing import Any
 
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from nodelab.dist.names import parse_node_name
 from nodelab.runtime import processes as P
@@ -37,49 +43,46 @@ from . import windows
 SETTLE_TIMEOUT = 5.0
 
 
-class UsageError(NodelabError):
-    """Wrong arguments to a magic: shown as one line, never as a traceback."""
-
-
 def full_node_name(text: str) -> str:
     """``kate`` -> ``kate@localhost``; ``kate@host`` stays as it is."""
     return str(parse_node_name(text))
 
 
-def _split(line: str) -> list[str]:
+def parse_arguments(magic: Any, line: str, *, missing: str | None = None) -> argparse.Namespace:
+    """The arguments of ``magic`` (a method declared with ``@magic_arguments``) in ``line``.
+
+    The line is split as a shell would (``shlex``: ``--cookie "a b"`` is one value, without
+    its quotes), then read by the magic's own IPython argument parser, which reports a bad
+    option as an :class:`~IPython.core.error.UsageError`: IPython prints that as one line,
+    ``UsageError: ...``, with no traceback. (IPython's ``parse_argstring`` would split the
+    line with ``posix=False``, which keeps the quote characters in the value.) Options may
+    come before, between or after the other words, as before: ``%node start --app chat kate``.
+    ``missing`` is what to say when the line is empty (rather than argparse's "the following
+    arguments are required").
+    """
     try:
-        return shlex.split(line)
+        words = shlex.split(line)
     except ValueError as error:
         raise UsageError(f"cannot read the arguments: {error}") from None
+    if not words and missing is not None:
+        raise UsageError(missing)
+    return magic.parser.parse_intermixed_args(words)
 
 
-def _options(words: list[str], allowed: set[str]) -> tuple[list[str], dict[str, str]]:
-    positional: list[str] = []
-    options: dict[str, str] = {}
-    index = 0
-    while index < len(words):
-        word = words[index]
-        if word.startswith("--"):
-            key = word[2:]
-            if "=" in key:
-                key, value = key.split("=", 1)
-            else:
-                index += 1
-                if index >= len(words):
-                    example = _EXAMPLES.get(key, "VALUE")
-                    raise UsageError(f"--{key} needs a value, e.g. --{key} {example}")
-                value = words[index]
-            if key not in allowed:
-                raise UsageError(f"unknown option --{key}: the options here are "
-                                 + ", ".join(f"--{a}" for a in sorted(allowed)))
-            options[key] = value
-        else:
-            positional.append(word)
-        index += 1
-    return positional, options
+def parse_free_text(magic: Any, line: str, *, missing: str) -> argparse.Namespace:
+    """Like :func:`parse_arguments`, for a magic whose line is ``WORD TEXT`` where TEXT is
+    Python code: TEXT is given to the parser as it was typed, as one value; ``missing`` is
+    what to say when the word or the text is not there."""
+    word, _, text = line.strip().partition(" ")
+    if not word or not text.strip():
+        raise UsageError(missing)
+    return magic.parser.parse_args(["--", word, text.strip()])
 
 
-_EXAMPLES = {"sname": "alex", "name": "alex@192.0.2.10", "cookie": "secret_token", "app": "chat"}
+def show_failure(error: Exception) -> None:
+    """A runtime error of a magic (a dead node, a name in use): one line on stderr, in red,
+    no traceback, and the kernel goes on. Bad arguments are a UsageError instead."""
+    print(f"{type(error).__name__}: {error}", file=sys.stderr)
 
 
 def _idle(pid: Pid) -> bool:
@@ -119,11 +122,15 @@ def _wait_until_idle(pid: Pid, deadline: float) -> None:
 class NodeMagics(Magics):
     """nodelab's magics (see the module docstring for the list)."""
 
-    def _fail(self, error: Exception) -> None:
-        # One line, in red, no traceback: what went wrong and what to do.
-        print(f"{type(error).__name__}: {error}" if not isinstance(error, UsageError)
-              else f"UsageError: {error}", file=__import__("sys").stderr)
-
+    @magic_arguments()
+    @argument("command", nargs="?", metavar="start|stop",
+              help="start: open NODE as a kernel process of its own; stop: stop it")
+    @argument("nodes", nargs="*", metavar="NODE", help="kate means kate@localhost")
+    @argument("--sname", metavar="NAME", help="this kernel becomes node NAME@localhost")
+    @argument("--name", metavar="NAME@HOST", help="this kernel becomes node NAME@HOST")
+    @argument("--cookie", metavar="COOKIE",
+              help="the shared secret (start: default is this node's cookie)")
+    @argument("--app", metavar="APP", help="start this application on the node, e.g. chat")
     @line_magic
     def node(self, line: str) -> Any:
         """Name this kernel's node, or start and stop other nodes.
@@ -141,44 +148,56 @@ class NodeMagics(Magics):
         process — the lesson's second terminal window — with this node's cookie unless
         ``--cookie`` says otherwise; ``%%node kate`` then runs cells in it.
         """
+        args = parse_arguments(self.node, line)
         try:
-            return self._node(_split(line))
+            if args.command == "start":
+                return self._start(args)
+            if args.command == "stop":
+                return self._stop(args)
+            if args.command is not None:
+                raise UsageError(f"unknown subcommand {args.command!r}: use --sname NAME, "
+                                 "start NAME or stop NAME")
+            return self._name_this_node(args)
         except (NodelabError, ValueError, OSError) as error:
-            self._fail(error)
+            show_failure(error)
             return None
 
-    def _node(self, words: list[str]) -> Any:
-        if not words:
+    @staticmethod
+    def _only(args: argparse.Namespace, subcommand: str, allowed: tuple[str, ...]) -> None:
+        for option in ("sname", "name", "cookie", "app"):
+            if getattr(args, option) is not None and option not in allowed:
+                here = ", ".join(f"--{a}" for a in allowed) if allowed else "none"
+                raise UsageError(f"--{option} is not an option of %node {subcommand}: "
+                                 f"the options here are {here}")
+
+    def _start(self, args: argparse.Namespace) -> None:
+        self._only(args, "start", ("app", "cookie"))
+        if len(args.nodes) != 1:
+            raise UsageError("say which node to start, e.g. %node start kate")
+        cookie = args.cookie or Node.get_cookie()
+        started = windows.start_window(full_node_name(args.nodes[0]), cookie=cookie,
+                                       app=args.app)
+        print(f"started {started.node} in a kernel process of its own")
+
+    def _stop(self, args: argparse.Namespace) -> None:
+        self._only(args, "stop", ())
+        if not args.nodes:
+            raise UsageError("say which node to stop, e.g. %node stop kate "
+                             "(restart this kernel to stop this node)")
+        for name in args.nodes:
+            node = full_node_name(name)
+            if windows.stop_window(node):
+                print(f"stopped {node}")
+            else:
+                raise UsageError(f"{node} was not started from this notebook")
+
+    def _name_this_node(self, args: argparse.Namespace) -> str | None:
+        if all(getattr(args, option) is None for option in ("sname", "name", "cookie", "app")):
             return Node.self()
-        if words[0] == "start":
-            positional, options = _options(words[1:], {"cookie", "app"})
-            if len(positional) != 1:
-                raise UsageError("say which node to start, e.g. %node start kate")
-            cookie = options.get("cookie") or Node.get_cookie()
-            started = windows.start_window(full_node_name(positional[0]), cookie=cookie,
-                                           app=options.get("app"))
-            print(f"started {started.node} in a kernel process of its own")
-            return None
-        if words[0] == "stop":
-            positional, _ = _options(words[1:], set())
-            if not positional:
-                raise UsageError("say which node to stop, e.g. %node stop kate "
-                                 "(restart this kernel to stop this node)")
-            for name in positional:
-                node = full_node_name(name)
-                if windows.stop_window(node):
-                    print(f"stopped {node}")
-                else:
-                    raise UsageError(f"{node} was not started from this notebook")
-            return None
-        positional, options = _options(words, {"sname", "name", "cookie", "app"})
-        if positional:
-            raise UsageError(f"unknown subcommand {positional[0]!r}: use --sname NAME, "
-                             "start NAME or stop NAME")
-        name = options.get("sname") or options.get("name")
+        name = args.sname or args.name
         if name is None:
             raise UsageError("give this node a name: %node --sname alex")
-        if "sname" in options and parse_node_name(options["sname"]).long:
+        if args.sname and parse_node_name(args.sname).long:
             raise UsageError("--sname takes a short name like alex or alex@localhost; "
                              "use --name for alex@192.0.2.10")
         wanted = full_node_name(name)
@@ -187,13 +206,15 @@ class NodeMagics(Magics):
                 return None  # running the cell again is fine
             raise UsageError(f"this kernel is already node {Node.self()}: restart the kernel "
                              f"to rename it, or open another node with %node start {name}")
-        Node.start(wanted, options.get("cookie"), namespace=self.shell.user_ns)
-        if options.get("app"):
+        Node.start(wanted, args.cookie, namespace=self.shell.user_ns)
+        if args.app:
             from ..otp.application import Application
 
-            Application.ensure_all_started(options["app"])
+            Application.ensure_all_started(args.app)
         return None
 
+    @magic_arguments("%node")
+    @argument("node", metavar="NODE", help="the node whose window this is, e.g. kate")
     @cell_magic("node")
     def node_cell(self, line: str, cell: str) -> Any:
         """Run this cell as if typed in another node's window: ``%%node kate``.
@@ -201,16 +222,19 @@ class NodeMagics(Magics):
         The code runs in kate's kernel; its output, and whatever kate's own processes
         printed since the last look, appear here, each line marked ``kate@localhost>``.
         """
+        args = parse_arguments(self.node_cell, line,
+                               missing="say which node runs the cell, e.g. %%node kate")
         try:
-            words = _split(line)
-            if len(words) != 1:
-                raise UsageError("say which node runs the cell, e.g. %%node kate")
-            window = windows.window(full_node_name(words[0]))
+            window = windows.window(full_node_name(args.node))
             return window.run(cell)
         except (NodelabError, ValueError, OSError) as error:
-            self._fail(error)
+            show_failure(error)
             return None
 
+    @magic_arguments("spawn_link")
+    @argument("node", metavar="NODE", help="where the process runs, e.g. kate")
+    @argument("expression", metavar="EXPRESSION",
+              help="what it runs: the rest of the line, a Python expression")
     @line_magic("spawn_link")
     def spawn_link_line(self, line: str) -> Any:
         """``%spawn_link kate Kate.say_name()``: run the expression in a new process on kate.
@@ -219,13 +243,13 @@ class NodeMagics(Magics):
         in the expression are looked up on kate, the new process is linked to this cell's
         shell process, and what it prints appears in this cell. Returns its PID.
         """
-        node, _, expression = line.strip().partition(" ")
-        if not node or not expression.strip():
-            self._fail(UsageError("usage: %spawn_link NODE EXPRESSION, e.g. "
-                                  "%spawn_link kate Kate.say_name()"))
-            return None
-        return self._spawn_link(node, f"lambda: ({expression.strip()})", "<spawn_link>")
+        args = parse_free_text(self.spawn_link_line, line,
+                               missing="usage: %spawn_link NODE EXPRESSION, e.g. "
+                                       "%spawn_link kate Kate.say_name()")
+        return self._spawn_link(args.node, f"lambda: ({args.expression})", "<spawn_link>")
 
+    @magic_arguments("%spawn_link")
+    @argument("node", metavar="NODE", help="where the process runs, e.g. kate")
     @cell_magic("spawn_link")
     def spawn_link_cell(self, line: str, cell: str) -> Any:
         """``%%spawn_link kate``: the cell is the body of a function run on kate, linked.
@@ -233,20 +257,22 @@ class NodeMagics(Magics):
         Like ``Node.spawn_link(:kate@localhost, fn -> ... end)`` with a multi-line body.
         Returns the new process's PID.
         """
-        words = _split(line)
-        if len(words) != 1:
-            self._fail(UsageError("usage: %%spawn_link NODE, then the function body below"))
-            return None
+        args = parse_arguments(self.spawn_link_cell, line,
+                               missing="usage: %%spawn_link NODE, then the function body below")
         body = "\n".join("    " + text for text in cell.splitlines()) or "    pass"
         source = f"def __spawn_link_body__():\n{body}\n"
-        return self._spawn_link(words[0], source, "<%%spawn_link>", defines=True)
+        return self._spawn_link(args.node, source, "<%%spawn_link>", defines=True)
 
     def _spawn_link(self, node_text: str, source: str, filename: str, *,
                     defines: bool = False) -> Any:
         try:
+            code = compile(source, filename, "exec" if defines else "eval")
+        except SyntaxError as error:
+            raise UsageError(f"the code does not parse: {error.msg} (line {error.lineno})"
+                             ) from None
+        try:
             node = full_node_name(node_text)
             namespace = self.shell.user_ns
-            code = compile(source, filename, "exec" if defines else "eval")
             if defines:
                 scratch: dict[str, Any] = {}
                 exec(code, namespace, scratch)
@@ -259,35 +285,36 @@ class NodeMagics(Magics):
             except ProcessExit:
                 pass  # the linked process crashed and took the shell along: iex's EXIT line says so
             return pid
-        except SyntaxError as error:
-            self._fail(UsageError(f"the code does not parse: {error.msg} (line {error.lineno})"))
         except (NodelabError, ValueError, OSError) as error:
-            self._fail(error)
+            show_failure(error)
         return None
 
+    @magic_arguments()
     @line_magic
     def nodes(self, line: str) -> Any:
         """``%nodes``: this node, the node kernels this notebook started, and connections."""
+        parse_arguments(self.nodes, line)
         started = windows.started_nodes()
         print(f"this node:  {Node.self()}")
         print(f"started:    {', '.join(started) if started else '(none)'}")
         connected = Node.list()
         print(f"connected:  {', '.join(connected) if connected else '(none)'}")
 
+    @magic_arguments()
+    @argument("node", metavar="NODE", help="the node to ping, e.g. kate")
     @line_magic
     def ping(self, line: str) -> Any:
         """``%ping kate``: ``Node.ping("kate@localhost")`` — ``'pong'`` or ``'pang'``."""
-        words = _split(line)
-        if len(words) != 1:
-            self._fail(UsageError("usage: %ping NODE, e.g. %ping kate"))
-            return None
+        args = parse_arguments(self.ping, line, missing="usage: %ping NODE, e.g. %ping kate")
         try:
-            return Node.ping(full_node_name(words[0]))
+            return Node.ping(full_node_name(args.node))
         except (NodelabError, ValueError) as error:
-            self._fail(error)
+            show_failure(error)
             return None
 
+    @magic_arguments()
     @line_magic
     def flush(self, line: str) -> Any:
         """``%flush``: print every message in this shell's mailbox and empty it."""
+        parse_arguments(self.flush, line)
         return P.flush()

@@ -13,11 +13,12 @@ extension; a terminal (``nodelab shell``) shows them as text.
 
 from __future__ import annotations
 
-import shlex
 import sys
 from typing import Any
 
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from nodelab.dist.names import parse_node_name
@@ -25,15 +26,7 @@ from nodelab.runtime.pids import Pid
 
 from ..errors import NodelabError
 from ..pictures import app_tree, record_messages, supervision_tree
-
-
-class UsageError(NodelabError):
-    """Wrong arguments to a picture magic: shown as one line, never as a traceback."""
-
-
-def _fail(error: Exception) -> None:
-    name = "UsageError" if isinstance(error, UsageError) else type(error).__name__
-    print(f"{name}: {error}", file=sys.stderr)
+from .magics import parse_arguments, show_failure
 
 
 def _node(text: str) -> str:
@@ -48,6 +41,9 @@ def _node(text: str) -> str:
 class PictureMagics(Magics):
     """``%%sequence`` and ``%supervision_tree`` (see the module docstring)."""
 
+    @magic_arguments("%sequence")
+    @argument("title", nargs="?", metavar="TITLE",
+              help="the diagram's title: the rest of the line, as it is typed")
     @cell_magic
     def sequence(self, line: str, cell: str) -> None:
         """Run the cell and draw the messages it caused as a sequence diagram.
@@ -68,11 +64,13 @@ class PictureMagics(Magics):
         same picture every run). Only messages are drawn: spawns, links and monitors are
         not messages. The same as ``with nodelab.pictures.record_messages(): ...``.
         """
-        title = line.strip() or None
+        title = line.strip()
+        # The title is free text (quotes and all): one value for the parser.
+        title = self.sequence.parser.parse_args(["--", title] if title else []).title
         try:
             recording = record_messages(title).start()
         except NodelabError as error:
-            _fail(error)
+            show_failure(error)
             self.shell.run_cell(cell, store_history=False)
             return
         try:
@@ -82,6 +80,12 @@ class PictureMagics(Magics):
         sys.stdout.flush()
         display(diagram)
 
+    @magic_arguments("supervision_tree")
+    @argument("name", nargs="?", metavar="NAME",
+              help="the supervisor: its registered name, or a variable holding its PID")
+    @argument("node", nargs="?", metavar="NODE",
+              help="the node it runs on, e.g. kate (default: this node)")
+    @argument("--app", metavar="APP", help="draw the tree of this running application")
     @line_magic("supervision_tree")
     def supervision_tree_magic(self, line: str) -> None:
         """Draw a supervision tree: a supervisor, its strategy, its children, down the tree.
@@ -97,29 +101,18 @@ class PictureMagics(Magics):
         no name are numbered P1, P2... The same as
         ``nodelab.pictures.supervision_tree(("Chat.Supervisor", "kate@localhost"))``.
         """
+        args = parse_arguments(self.supervision_tree_magic, line)
         try:
-            display(self._tree(line))
+            display(self._tree(args.app, [w for w in (args.name, args.node) if w is not None]))
         except (NodelabError, TypeError, ValueError) as error:
-            _fail(error)
+            show_failure(error)
 
-    def _tree(self, line: str) -> Any:
-        try:
-            words = shlex.split(line)
-        except ValueError as error:
-            raise UsageError(f"cannot read the arguments: {error}") from None
-        app = None
-        if words[:1] == ["--app"]:
-            if len(words) < 2:
-                raise UsageError("--app needs an application name, e.g. "
-                                 "%supervision_tree --app chat")
-            app, words = words[1], words[2:]
-        elif any(word.startswith("--") for word in words):
-            raise UsageError("the only option is --app, e.g. %supervision_tree --app chat kate")
+    def _tree(self, app: str | None, words: list[str]) -> Any:
         if app is not None:
             if len(words) > 1:
                 raise UsageError("usage: %supervision_tree --app APP [NODE]")
             return app_tree(app, _node(words[0]) if words else None)
-        if not words or len(words) > 2:
+        if not words:
             raise UsageError("usage: %supervision_tree NAME [NODE], e.g. "
                              "%supervision_tree Chat.Supervisor kate")
         node = _node(words[1]) if len(words) == 2 else None

@@ -17,6 +17,7 @@ cell that is still running — which is what keeps nbval's view of the notebook 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import threading
 from typing import Any
@@ -88,14 +89,15 @@ def start_window(node: str, *, cookie: str | None = None, app: str | None = None
         if node in _windows and _windows[node].kernel.is_alive():
             raise NodelabError(f"{node} is already running: use %%node {node.split('@')[0]} "
                                f"to type into it, or %node stop {node.split('@')[0]}")
-    arguments = f"--sname {node}" if not _is_long(node) else f"--name {node}"
+    # The %node line of the new kernel, quoted as a shell would: a cookie may hold spaces.
+    words = ["--name" if _is_long(node) else "--sname", node]
     if cookie:
-        arguments += f" --cookie {cookie}"
+        words += ["--cookie", cookie]
     if app:
-        arguments += f" --app {app}"
+        words += ["--app", app]
     startup = (
         "get_ipython().extension_manager.load_extension('nodelab')\n"
-        f"get_ipython().run_line_magic('node', {arguments!r})\n"
+        f"get_ipython().run_line_magic('node', {shlex.join(words)!r})\n"
         "import nodelab as __nodelab\n"
         "assert __nodelab.Node.alive(), 'the node did not start'\n"
     )

@@ -41,7 +41,7 @@ def lesson_one():
     return run_cells(
         'get_ipython().extension_manager.load_extension("nodelab")',
         "%node --sname alice --cookie secret_token",
-        "from nodelab import peer\n"
+        "from nodelab.tools import peer\n"
         f'kate = peer.start("kate", cookie="secret_token", eval="{KATE}")',
         "%spawn_link kate Kate.say_name()",
         "%%spawn_link kate\nmessage = receive()\nprint('kate got', message)",
@@ -87,6 +87,34 @@ def test_bad_arguments_get_one_clear_line(lesson_one, index: int, expected: str)
     errors = text_of(lesson_one[index], "stderr")
     assert errors.startswith(expected)
     assert errors.count("\n") == 1
+
+
+def test_a_cookie_with_a_space_works_end_to_end() -> None:
+    """``%node start`` builds kate's own ``%node`` line with ``shlex.join``: the cookie
+    ``a b`` reaches kate whole, whether given with ``--cookie`` or taken from this node."""
+    cells = run_cells(
+        'get_ipython().extension_manager.load_extension("nodelab")',
+        '%node --sname spacealex --cookie "a b"',
+        '%node start spacekate --cookie "a b"',
+        "%%node spacekate\nNode.get_cookie()",
+        "%ping spacekate",
+        "%node start spacemoebi",
+        "%%node spacemoebi\nNode.get_cookie()",
+        "%ping spacemoebi",
+        "%node --sname spacealex --cookie",
+        "%node stop spacekate spacemoebi",
+    )
+    errors = [text_of(cell, "stderr") for cell in cells[:8]]
+    assert errors == [""] * 8, errors
+    assert text_of(cells[2]) == "started spacekate@localhost in a kernel process of its own\n"
+    assert text_of(cells[3]) == "[spacekate@localhost] 'a b'\n"
+    assert result_of(cells[4]) == "'pong'"
+    assert text_of(cells[6]) == "[spacemoebi@localhost] 'a b'\n"
+    assert result_of(cells[7]) == "'pong'"
+    # A bad line: one line on stderr, IPython's UsageError, and no traceback.
+    assert text_of(cells[8], "stderr") == "UsageError: argument --cookie: expected one argument\n"
+    assert not any(output.output_type == "error" for output in cells[8].outputs)
+    assert text_of(cells[9]) == "stopped spacekate@localhost\nstopped spacemoebi@localhost\n"
 
 
 NODELAB_MAGICS = ["%node", "%%node", "%spawn_link", "%%spawn_link", "%nodes", "%ping", "%flush",
