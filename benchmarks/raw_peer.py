@@ -25,6 +25,7 @@ import socket
 import struct
 import sys
 import threading
+from typing import BinaryIO
 
 HEADER = struct.Struct("!I")
 LIFETIME_S = 300.0
@@ -40,7 +41,7 @@ def _exit_with_parent() -> None:
     threading.Timer(LIFETIME_S, os._exit, args=(3,)).start()
 
 
-def _read_exact(reader, n: int) -> bytes | None:  # noqa: ANN001 - a BufferedReader
+def _read_exact(reader: BinaryIO, n: int) -> bytes | None:
     data = reader.read(n)
     return data if data is not None and len(data) == n else None
 

@@ -74,7 +74,11 @@ class Config:
 # ------------------------------------------------------------------------------- statistics
 
 def percentile(sorted_samples: list[float], q: float) -> float:
-    """``sorted[min(n - 1, floor(q * n))]``; beam/bench.exs computes exactly the same."""
+    """``sorted[min(n - 1, floor(q * n))]``; beam/bench.exs computes exactly the same.
+
+    A nearest-rank percentile on purpose, not ``statistics.quantiles``: that one interpolates
+    between samples, and the BEAM's figures (computed in Elixir) must be the same statistic.
+    """
     return sorted_samples[min(len(sorted_samples) - 1, int(q * len(sorted_samples)))]
 
 
@@ -141,7 +145,7 @@ class Child:
         self.name = next((Path(a).name for a in argv[1:] if a.endswith((".py", ".exs"))),
                          Path(argv[0]).name)
         self.log = log
-        self._log_file = open(log, "wb")  # noqa: SIM115 - closed in close()
+        self._log_file = open(log, "wb")  # closed in close()
         self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self._log_file, env=env, cwd=REPO)
         self.lines: queue.Queue[str] = queue.Queue()
@@ -315,7 +319,7 @@ def bench_socket(cfg: Config, tmp: Path) -> dict[str, Any]:
         results["rtt"] = guarded(rtt)
         results["throughput"] = guarded(throughput)
         results["spawn_reply"] = guarded(spawn_reply)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - any failure becomes a skipped figure, with its reason
         results.setdefault("rtt", skipped(f"the raw socket peer failed: {error}"))
     finally:
         peer.close()
@@ -365,7 +369,7 @@ def bench_zmq(cfg: Config, tmp: Path) -> dict[str, Any]:
 
         results["rtt"] = guarded(rtt)
         results["throughput"] = guarded(throughput)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - any failure becomes a skipped figure, with its reason
         results.setdefault("rtt", skipped(f"the pyzmq peer failed: {error}"))
     finally:
         dealer.close()
@@ -494,7 +498,7 @@ def bench_ipyparallel(cfg: Config, tmp: Path) -> dict[str, Any]:
         one_round = Config(rounds=1)
         results["apply_sync"] = guarded(
             lambda: timed_rounds(one_round, cfg.n_ipp, one, warmup=20))
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - any failure becomes a skipped figure, with its reason
         results.setdefault("apply_sync", skipped(f"the ipyparallel cluster failed: {error}"))
     finally:
         if client is not None:
@@ -575,7 +579,7 @@ def bench_nodelab(cfg: Config, tmp: Path) -> dict[str, Any]:
                                                        if env.get("PYTHONPATH") else []))
     try:
         Node.start(f"bench_alex_{tag}", cookie=cookie)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - any failure becomes a skipped figure, with its reason
         return {figure: skipped(f"Node.start failed: {type(error).__name__}: {error}")
                 for figure in figures}
     peer = None
@@ -641,7 +645,7 @@ def bench_nodelab(cfg: Config, tmp: Path) -> dict[str, Any]:
         results["throughput"] = guarded(throughput)
         results["spawn_reply"] = guarded(spawn_reply)
         results["task_async_await"] = guarded(task_async_await)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - any failure becomes a skipped figure, with its reason
         for figure in figures[:4]:
             results.setdefault(figure, skipped(f"the nodelab peer failed: {error}"))
     finally:
@@ -723,7 +727,7 @@ def bench_kernel(cfg: Config, tmp: Path) -> dict[str, Any]:
         if "ipykernel_start" not in results:
             try:
                 bare.append(_bare_ipykernel_start())
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:  # noqa: BLE001 - any failure becomes a skipped figure, with its reason
                 results["ipykernel_start"] = skipped(f"a bare ipykernel did not start: {error}")
         if "node_kernel_start" not in results:
             outcome = guarded(lambda i=i: {"seconds": _node_kernel_start_once(i)})

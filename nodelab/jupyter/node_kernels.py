@@ -42,8 +42,8 @@ the parent empty. The reader therefore treats "parent is not a running execute o
 not "empty parent" — as "printed outside an execute".
 
 Figures (2-core machine, ipykernel 7.4, median of 5 starts and 25 round trips, bare and
-ours interleaved in one run; ``python -m nodelab.jupyter.node_kernels [KERNELSPEC]``
-measures them again):
+ours interleaved in one run; ``python benchmarks/kernel_start.py [KERNELSPEC]`` measures
+them again):
 
 * bare ``KernelManager.start_kernel`` + ``wait_for_ready``: 583 ms (601 ms in the second run)
 * ``start_node_kernel`` -> ready: 534 ms with the built-in ipykernel spec (ratio 0.92),
@@ -689,7 +689,7 @@ class NodeKernel:
         finally:
             try:
                 self._kc.stop_channels()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - the kernel is stopped already; closing is best effort
                 pass
             try:
                 self.connection_file.unlink(missing_ok=True)
@@ -795,73 +795,3 @@ def start_node_kernel(label: str, *, env: Mapping[str, str] | None = None,
         kernel.shutdown(timeout=1.0)
         raise
     return kernel
-
-
-@dataclass
-class _Figures:
-    bare: list[float] = field(default_factory=list)
-    node: list[float] = field(default_factory=list)
-    bare_round_trip: list[float] = field(default_factory=list)
-    round_trip: list[float] = field(default_factory=list)
-
-
-def _measure(repeat: int = 5, kernel_name: str | None = None) -> _Figures:
-    figures = _Figures()
-    for _ in range(repeat):
-        # The comparison: a bare KernelManager start of this interpreter's ipykernel.
-        manager = _new_manager(_builtin_spec())
-        manager.transport_encryption = "disabled"  # jupyter_client's default
-        t0 = time.perf_counter()
-        with open(os.devnull, "wb") as sink:
-            manager.start_kernel(stdout=sink, stderr=sink)
-        client = manager.client()
-        client.start_channels()
-        client.wait_for_ready(timeout=30)
-        figures.bare.append(time.perf_counter() - t0)
-        for _ in range(5):
-            t1 = time.perf_counter()
-            client.execute_interactive("1+1", timeout=10, output_hook=lambda msg: None)
-            figures.bare_round_trip.append(time.perf_counter() - t1)
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
-
-        t0 = time.perf_counter()
-        kernel = start_node_kernel("bench@localhost", kernel_name=kernel_name)
-        figures.node.append(time.perf_counter() - t0)
-        for _ in range(5):
-            t1 = time.perf_counter()
-            kernel.execute("1+1")
-            figures.round_trip.append(time.perf_counter() - t1)
-        kernel.shutdown()
-    return figures
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Print start-up and round-trip figures: ``python -m nodelab.jupyter.node_kernels [NAME]``.
-
-    NAME is the kernelspec to measure (default: nodelab if installed, else the built-in one;
-    "" forces the built-in one). Both are measured in the same run, interleaved.
-    """
-    args = sys.argv[1:] if argv is None else argv
-    kernel_name = args[0] if args else None
-    spec = _choose_spec(kernel_name)
-    figures = _measure(kernel_name=kernel_name)
-    bare, node = _median(figures.bare), _median(figures.node)
-    print(f"node kernel: {' '.join(spec.argv[1:3])} ({spec.display_name})")
-    print(f"bare KernelManager start + wait_for_ready: {bare * 1000:5.0f} ms (median of 5)")
-    print(f"start_node_kernel -> ready:               {node * 1000:5.0f} ms "
-          f"(ratio {node / bare:.2f})")
-    print(f"execute('1+1') round trip, NodeKernel:    "
-          f"{_median(figures.round_trip) * 1000:5.1f} ms (median of {len(figures.round_trip)})")
-    print(f"  same on a bare client (execute_interactive): "
-          f"{_median(figures.bare_round_trip) * 1000:.1f} ms")
-
-
-if __name__ == "__main__":
-    main()
