@@ -44,7 +44,7 @@ def _watch_parent(parent: int) -> None:
 def run_node(args: argparse.Namespace) -> int:
     """``nodelab node``: a headless node that runs until SIGINT or SIGTERM."""
     from nodelab import Node
-    from nodelab.errors import NodelabError  # noqa: F401 - named in the except below
+    from nodelab.errors import NodelabError
 
     if args.exit_with_parent:
         _watch_parent(os.getppid())
@@ -92,7 +92,12 @@ def _install_kernel(args: argparse.Namespace) -> int:
 def _run_shell(args: argparse.Namespace) -> int:
     from nodelab.tools.shell import run_shell
 
-    return run_shell(args)
+    try:
+        node = _node_name(args)
+    except ValueError as error:
+        print(f"nodelab shell: {error}", file=sys.stderr)
+        return 2
+    return run_shell(node, cookie=args.cookie, tick_time=args.tick_time, app=args.app)
 
 
 def _run_new(args: argparse.Namespace) -> int:

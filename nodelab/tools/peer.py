@@ -67,15 +67,14 @@ class Peer:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to the node's OS process (SIGKILL by default: a crash)."""
-        if self.alive():
-            os.kill(self.process.pid, sig)
+        self.process.send_signal(sig)  # Popen's own: never a pid it has already reaped
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the node (SIGTERM, then SIGKILL after ``timeout``) and wait for it."""
         with self._lock:
             if self.process.poll() is None:
                 try:
-                    os.kill(self.process.pid, signal.SIGCONT)
+                    self.process.send_signal(signal.SIGCONT)  # a SIGSTOPped node must hear it
                     self.process.terminate()
                     self.process.wait(timeout)
                 except subprocess.TimeoutExpired:
@@ -95,7 +94,7 @@ class Peer:
 
 
 def start(name: str, *, cookie: str | None = None, app: str | None = None,
-          eval: str | None = None, env: dict[str, str] | None = None,  # noqa: A002
+          eval: str | None = None, env: dict[str, str] | None = None,
           tick_time: float | None = None, timeout: float = 15.0,
           log_dir: str | os.PathLike[str] | None = None) -> Peer:
     """Start node ``name`` in a child process and wait until it answers a ping.

@@ -23,8 +23,10 @@ import argparse
 import importlib.util
 import keyword
 import re
+import string
 import sys
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
@@ -56,111 +58,32 @@ def check_name(app: str) -> str | None:
     return None
 
 
+#: The project's files in the order ``nodelab new`` creates them: each is the template
+#: ``templates/new/<path>.tmpl`` (package data), with ``APP`` in the path standing for the
+#: application's name (``.gitignore`` is ``gitignore.tmpl``: package data globs skip dot
+#: files). The templates are :class:`string.Template` texts: ``${app}``, ``${mod}`` (the
+#: Elixir module name, ``Chat``) and ``${sup_flag}`` (`` --sup`` or nothing).
+LAYOUT = ("README.md", ".gitignore", "pyproject.toml", "APP/__init__.py", "config/config.py",
+          "config/dev.py", "config/test.py", "tests/conftest.py", "APP/application.py",
+          "tests/test_APP.py")
+
+#: Only with ``--sup`` (like ``mix new --sup``): the application module. Its tree starts
+#: empty; what goes into it is the app's business (the lesson adds its Task supervisor).
+SUP_ONLY = frozenset({"APP/application.py"})
+
+
+def template(path: str) -> string.Template:
+    """The template of the project file ``path`` (as written in :data:`LAYOUT`)."""
+    name = path.lstrip(".") + ".tmpl"
+    source = resources.files(__package__).joinpath("templates", "new", *name.split("/"))
+    return string.Template(source.read_text(encoding="utf-8"))
+
+
 def files(app: str, sup: bool) -> dict[str, str]:
     """The project's files: relative path -> text."""
-    mod = camel(app)
-    result = {
-        "README.md": f"""\
-# {app}
-
-An application made with `nodelab new{' --sup' if sup else ''}`.
-
-    nodelab node --sname kate --app {app}     # run it on a node (from this directory or its
-                                              # parent, or with NODELAB_APP_PATH pointing here)
-    pytest                                    # test it (from this directory)
-""",
-        ".gitignore": "__pycache__/\n.pytest_cache/\n*.egg-info/\n",
-        "pyproject.toml": f"""\
-[project]
-name = "{app}"
-version = "0.1.0"
-dependencies = ["nodelab"]
-
-[tool.pytest.ini_options]
-testpaths = ["tests"]
-""",
-        f"{app}/__init__.py": f'''\
-"""Documentation for ``{app}``."""
-
-
-def hello():
-    """Hello world.
-
-    >>> hello()
-    'world'
-    """
-    return "world"
-''',
-        "config/config.py": '''\
-# Loaded before the application starts, like config/config.exs.
-# NODELAB_ENV chooses the environment (default dev; pytest sets test), like MIX_ENV.
-from nodelab.otp.config import config_env, import_config
-
-import_config(f"{config_env()}.py")
-''',
-        "config/dev.py": f'''\
-from nodelab.otp.config import config  # noqa: F401 - for your settings
-
-# config("{app}", key=value)  ->  Application.get_env("{app}", "key")
-''',
-        "config/test.py": f'''\
-from nodelab.otp.config import config  # noqa: F401 - for your settings
-
-# config("{app}", key=value)  ->  Application.get_env("{app}", "key") while testing
-''',
-        "tests/conftest.py": f'''\
-"""What `mix test` does first: make ``{app}`` importable and start the application."""
-
-import os
-import sys
-from pathlib import Path
-
-import pytest
-from nodelab.otp import Application
-
-PROJECT = Path(__file__).resolve().parents[1]
-if str(PROJECT) not in sys.path:
-    sys.path.insert(0, str(PROJECT))
-# Peer nodes started by the tests find the application through this.
-APP_PATH = [str(PROJECT)] + os.environ.get("NODELAB_APP_PATH", "").split(os.pathsep)
-os.environ["NODELAB_APP_PATH"] = os.pathsep.join(p for p in APP_PATH if p)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def {app}_application():
-    _, started = Application.ensure_all_started("{app}")
-    yield
-    if started:
-        Application.stop("{app}")
-''',
-    }
-    test = f'''import {app}
-
-
-def test_greets_the_world():
-    assert {app}.hello() == "world"
-'''
-    if sup:
-        # Like mix new --sup: the tree starts empty; what goes into it is the app's business
-        # (the lesson adds its Task supervisor there).
-        result[f"{app}/application.py"] = f'''\
-"""``{mod}.Application``, the application callback module: starts the tree."""
-
-from nodelab.otp import Supervisor
-
-
-def start(_type, _args):
-    children = [
-        # Starts a worker by calling start_worker(arg):
-        # {{"id": "worker", "start": (start_worker, [arg])}},
-    ]
-
-    # See the Supervisor docs for other strategies and options.
-    opts = {{"strategy": "one_for_one", "name": "{mod}.Supervisor"}}
-    return Supervisor.start_link(children, **opts)
-'''
-    result[f"tests/test_{app}.py"] = test
-    return result
+    values = {"app": app, "mod": camel(app), "sup_flag": " --sup" if sup else ""}
+    return {path.replace("APP", app): template(path).substitute(values)
+            for path in LAYOUT if sup or path not in SUP_ONLY}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,8 +8,8 @@ an iex window.
 
 from __future__ import annotations
 
-import argparse
 import sys
+from typing import Any
 
 from IPython.terminal.prompts import Prompts, Token
 
@@ -17,26 +17,30 @@ from IPython.terminal.prompts import Prompts, Token
 class NodePrompts(Prompts):
     """``iex(kate@localhost)1>`` instead of ``In [1]:``."""
 
-    def in_prompt_tokens(self):  # noqa: ANN201 - IPython's own signature
+    def in_prompt_tokens(self) -> list[tuple[Any, str]]:
         from nodelab.node import Node
 
         return [(Token.Prompt, f"iex({Node.self()})"),
                 (Token.PromptNum, str(self.shell.execution_count)),
                 (Token.Prompt, "> ")]
 
-    def continuation_prompt_tokens(self, width=None):  # noqa: ANN001, ANN201
+    def continuation_prompt_tokens(self, width: int | None = None) -> list[tuple[Any, str]]:
         from nodelab.node import Node
 
         text = f"...({Node.self()})"
         width = width or len(text) + 3
         return [(Token.Prompt, text.ljust(width - 2) + "> ")]
 
-    def out_prompt_tokens(self):  # noqa: ANN201
+    def out_prompt_tokens(self) -> list[tuple[Any, str]]:
         return []
 
 
-def run_shell(args: argparse.Namespace) -> int:
-    """Start the node, then an IPython terminal in it."""
+def run_shell(node: str, *, cookie: str | None = None, tick_time: float | None = None,
+              app: str | None = None) -> int:
+    """Start ``node`` (a full name, ``kate@localhost``), then an IPython terminal in it.
+
+    ``nodelab shell`` (:mod:`nodelab.tools.cli`) reads the command line and calls this.
+    """
     from IPython.terminal.embed import InteractiveShellEmbed  # noqa: F401 - loads the terminal
     from IPython.terminal.interactiveshell import TerminalInteractiveShell
     from prompt_toolkit.patch_stdout import patch_stdout
@@ -52,24 +56,21 @@ def run_shell(args: argparse.Namespace) -> int:
     # the node starts inside it so that its group leader writes through the patch.
     with patch_stdout(raw=True):
         try:
-            from nodelab.tools.cli import _node_name
-
-            Node.start(_node_name(args), args.cookie, tick_time=args.tick_time,
-                       namespace=shell.user_ns)
+            Node.start(node, cookie, tick_time=tick_time, namespace=shell.user_ns)
         except (NodelabError, ValueError, OSError) as error:
             print(f"nodelab shell: {error}", file=sys.stderr)
             return 2
         shipment.set_namespace_provider(lambda: shell.user_ns)
         shell.extension_manager.load_extension("nodelab")
-        if args.app:
+        if app:
             from nodelab.otp.application import Application
 
-            Application.ensure_all_started(args.app)
+            Application.ensure_all_started(app)
         print(f"nodelab shell on node {Node.self()} — Ctrl-D to leave", flush=True)
         shell.mainloop()
-        if args.app:
+        if app:
             from nodelab.otp.application import Application
 
-            Application.stop(args.app)
+            Application.stop(app)
         Node.stop()
     return 0
