@@ -28,7 +28,6 @@ from typing import Any, NoReturn
 
 from nodelab.errors import NodelabError, ProcessExit
 from nodelab.runtime import processes as P
-from nodelab.runtime.mailbox import NO_MATCH
 from nodelab.runtime.pids import Pid, Ref
 
 CALL = "$gen_call"
@@ -66,7 +65,7 @@ def reply_or_down(tag: Any, ref: Ref, head: str | None = None) -> Callable[[Any]
                 return (True, message[2])
             if size == 5 and message[0] == "DOWN" and message[1] == ref:
                 return (False, message[4])
-        return NO_MATCH
+        return P.NO_MATCH
 
     return match
 
@@ -79,7 +78,7 @@ def await_reply(tag: Any, ref: Ref, timeout: float | None, *, head: str | None =
     the wait). The monitor is left as it is: the caller decides what to do with it.
     """
     answer = P.take(reply_or_down(tag, ref, head), timeout)
-    if answer is NO_MATCH:
+    if answer is P.NO_MATCH:
         raise TimeoutError(f"no reply within {timeout} s")
     replied, value = answer
     if replied:
