@@ -30,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import heapq
 import itertools
+import sys
 import threading
 import time
 from typing import Any
@@ -41,7 +42,7 @@ from nodelab.runtime.mailbox import Signal
 #: How long a running process has to reach a checkpoint before it is interrupted.
 GRACE = 0.005
 #: The longest pause between two interruptions of a process that is still alive.
-RETRY_MAX = 0.2
+RETRY_MAX = 0.05
 #: Slices of a blocking wait inside masked code (a lock, a full send queue).
 SLICE = 0.01
 
@@ -165,32 +166,63 @@ def request_exit(proc: LocalProcess, reason: Any, sender: Any) -> bool:
             raise ProcessExit(reason, sender)
         return True  # raised when the masked code ends
     proc.mailbox.put(Signal(reason, sender))  # wakes it if it waits in receive
+    _install_unraisable_hook()
     _reaper.watch(proc)
     return True
 
 
+def _install_unraisable_hook() -> None:
+    # An interruption that lands in a ``__del__`` or a weakref callback is swallowed there
+    # ("Exception ignored in"): Python hands it to sys.unraisablehook instead. Ours asks
+    # the reaper to interrupt the process again at once, and keeps the noise to itself.
+    # (Checked at every kill: a test runner or a shell may have put its own hook in place.)
+    hook = sys.unraisablehook
+    if getattr(hook, "_nodelab_next", None) is None:
+        def unraisable(info: Any, _next: Any = hook) -> None:
+            if isinstance(info.exc_value, AsyncKill) or info.exc_type is AsyncKill:
+                proc = getattr(runtime.current, "proc", None)
+                if proc is not None:
+                    _reaper.again(proc)
+                return
+            _next(info)
+
+        unraisable._nodelab_next = hook  # type: ignore[attr-defined]
+        sys.unraisablehook = unraisable
+
+
 class _Reaper:
-    """One thread per node that interrupts processes which reached no checkpoint in time."""
+    """One thread per node that interrupts processes which reached no checkpoint in time.
+
+    Each watched process has one chain of due times (``proc.reaping`` is its number; 0
+    when not watched): a process killed many times, or whose interruption was swallowed,
+    is still interrupted by one chain only.
+    """
 
     def __init__(self) -> None:
         self.changed = threading.Condition(threading.Lock())
-        self.due: list[tuple[float, int, LocalProcess, int]] = []
-        self.order = itertools.count()
+        self.due: list[tuple[float, int, LocalProcess, int, int]] = []
+        self.order = itertools.count(1)
         self.thread: threading.Thread | None = None
 
     def watch(self, proc: LocalProcess) -> None:
         with self.changed:
-            if proc.reaping:
-                return
-            proc.reaping = True
-            self._schedule(proc, GRACE, 0)
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._loop, daemon=True,
-                                               name="nodelab reaper")
-                self.thread.start()
+            if not proc.reaping:
+                self._start_chain(proc, GRACE)
 
-    def _schedule(self, proc: LocalProcess, delay: float, attempt: int) -> None:
-        heapq.heappush(self.due, (time.monotonic() + delay, next(self.order), proc, attempt))
+    def again(self, proc: LocalProcess) -> None:
+        """Interrupt ``proc`` again very soon (the last interruption was swallowed)."""
+        with self.changed:
+            self._start_chain(proc, GRACE / 10)
+
+    def _start_chain(self, proc: LocalProcess, delay: float) -> None:
+        proc.reaping = next(self.order)
+        self._schedule(proc, delay, 0, proc.reaping)
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._loop, daemon=True, name="nodelab reaper")
+            self.thread.start()
+
+    def _schedule(self, proc: LocalProcess, delay: float, attempt: int, chain: int) -> None:
+        heapq.heappush(self.due, (time.monotonic() + delay, next(self.order), proc, attempt, chain))
         if self.due[0][2] is proc:
             self.changed.notify()
 
@@ -204,15 +236,19 @@ class _Reaper:
                     self.changed.wait(self.due[0][0] - now if self.due else None)
                 batch = []
                 while self.due and self.due[0][0] <= now:
-                    batch.append(heapq.heappop(self.due))
-            for _, _, proc, attempt in batch:
+                    entry = heapq.heappop(self.due)
+                    if entry[2].reaping == entry[4]:  # else a newer chain replaced this one
+                        batch.append(entry)
+            for _, _, proc, attempt, chain in batch:
                 alive = _interrupt(proc)
                 with self.changed:
+                    if proc.reaping != chain:
+                        continue
                     if alive:
-                        self._schedule(proc, min(GRACE * 2 ** (attempt + 1), RETRY_MAX),
-                                       attempt + 1)
+                        delay = min(GRACE * 2 ** (attempt + 1), RETRY_MAX)
+                        self._schedule(proc, delay, attempt + 1, chain)
                     else:
-                        proc.reaping = False
+                        proc.reaping = 0
 
 
 def _interrupt(proc: LocalProcess) -> bool:

@@ -57,7 +57,7 @@ class LocalProcess:
         self.exiting = False  # its exit path has begun: nothing interrupts it any more
         self.injected = False  # an asynchronous exception may be pending in its thread
         self.kill_lock = threading.Lock()
-        self.reaping = False  # the reaper watches it
+        self.reaping = 0  # the reaper's chain that watches it (0: none)
 
     def _on_signal(self, signal: Signal) -> None:
         if self.exiting:

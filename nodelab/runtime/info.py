@@ -81,17 +81,23 @@ def table_problems() -> list[str]:
             problems.append(f"{proc!r} is listed as running, but no thread runs it")
         for other in proc.links.copy():
             peer = table.get(other.serial) if other.is_local else None
-            if peer is not None and peer.status == "running" and proc.pid not in peer.links:
+            if other.is_local and peer is None:
+                problems.append(f"{proc!r} is linked to {other!r}, which is gone")
+            elif peer is not None and peer.status == "running" and proc.pid not in peer.links:
                 problems.append(f"{proc!r} is linked to {peer!r}, but not the other way")
         for ref, target in proc.watching.copy().items():
             if isinstance(target, Pid) and target.is_local:
                 peer = table.get(target.serial)
-                if peer is not None and peer.status == "running" and ref not in peer.watchers:
+                if peer is None:
+                    problems.append(f"{proc!r} monitors {target!r}, which is gone (no DOWN)")
+                elif peer.status == "running" and ref not in peer.watchers:
                     problems.append(f"{proc!r} monitors {peer!r}, which does not know it")
         for ref, watcher in proc.watchers.copy().items():
             if watcher.is_local:
                 peer = table.get(watcher.serial)
-                if peer is not None and peer.status == "running" and ref not in peer.watching:
+                if peer is None:
+                    problems.append(f"{proc!r} is monitored by {watcher!r}, which is gone")
+                elif peer.status == "running" and ref not in peer.watching:
                     problems.append(f"{peer!r} is listed as monitoring {proc!r}, but is not")
     return problems
 
