@@ -25,7 +25,7 @@ from nodelab.runtime import gen_server, pids
 from nodelab.runtime import processes as P
 from nodelab.runtime.pids import Pid, Ref, make_ref
 
-from ..errors import NodelabError, ProcessExit
+from ..errors import NodelabError, ProcessExit, format_exit
 from .errors import CallError, CallNoConnection, CallTimeout, StartError
 
 NO_MATCH = P.NO_MATCH
@@ -173,7 +173,7 @@ def start_server(body: Callable[..., Any], args: tuple, *, link: bool = True,
         raise StartError(f"the {what} did not start within {timeout} s (a child's start "
                          "function may be stuck); it was killed", "timeout") from None
     except gen_server.Down as down:
-        raise StartError(f"the {what} exited while starting: {down.reason!r}",
+        raise StartError(f"the {what} exited while starting: {format_exit(down.reason)}",
                          down.reason) from None
     P.demonitor(watch, flush=True)
     if type(result) is tuple and result and result[0] == "error":
