@@ -60,14 +60,14 @@ __all__ = [
 ]
 
 
-def load_ipython_extension(ipython) -> None:  # noqa: ANN001 - IPython's own type
+def load_ipython_extension(ipython) -> None:
     """``%load_ext nodelab``: the magics (%node, %spawn_link, %%node, ...) in any kernel."""
     from .jupyter.extension import load_ipython_extension as load
 
     load(ipython)
 
 
-def unload_ipython_extension(ipython) -> None:  # noqa: ANN001
+def unload_ipython_extension(ipython) -> None:
     from .jupyter.extension import unload_ipython_extension as unload
 
     unload(ipython)

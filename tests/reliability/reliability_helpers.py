@@ -175,7 +175,7 @@ class Remote:
         self.log_path = log_path
         stderr: Any = subprocess.DEVNULL
         if log_path is not None:
-            stderr = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+            stderr = open(log_path, "ab")  # closed in close()
         self._stderr = stderr
         self.process = subprocess.Popen(
             [*(prefix or []), sys.executable, str(DRIVER)], stdin=subprocess.PIPE,

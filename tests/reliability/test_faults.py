@@ -371,7 +371,7 @@ def test_nodes_started_by_a_node_exit_when_it_is_sigkilled(alex, tmp_path) -> No
     try:
         middle(f"Node.start('middle', cookie={COOKIE!r}, tick_time={TICK})")
         child_pid = middle(
-            "from nodelab import peer\n"
+            "from nodelab.tools import peer\n"
             f"child = peer.start('orphan', cookie={COOKIE!r}, log_dir={str(tmp_path)!r})\n"
             "child.os_pid", timeout=30)
         assert Node.ping("orphan@localhost") == "pong"
