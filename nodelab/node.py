@@ -21,7 +21,7 @@ from nodelab.dist.names import parse_node_name
 from nodelab.runtime import pids
 from nodelab.runtime import processes as P
 from nodelab.runtime.group_leader import install_router
-from nodelab.runtime.pids import NO_NODE, Pid, Ref, make_ref
+from nodelab.runtime.pids import NO_NODE, Pid, Ref
 
 from .errors import AlreadyAlive, NodelabError, NotAlive
 
@@ -56,7 +56,7 @@ class _ConsoleHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = self.format(record)
-            P.runtime.error_sink("[error] " + text if record.levelno >= logging.ERROR else text)
+            P.write_error("[error] " + text if record.levelno >= logging.ERROR else text)
         except Exception:  # noqa: BLE001 - a closed console must not take the logging caller down
             pass
 
@@ -77,6 +77,13 @@ def _shipment(fn_or_module: Any, fun: str | None, args: Any) -> tuple:
             raise TypeError(f"{fn_or_module!r} is not a function: pass a function or a lambda")
         return ("fn", fn_or_module, tuple(args or ()))
     return ("mfa", _function_name(fn_or_module), fun, list(args or ()))
+
+
+def _distribution() -> Distribution | None:
+    """This node's distribution while it is alive (read once per call: Node.stop may run
+    on another thread)."""
+    dist = P.current_transport()
+    return dist if isinstance(dist, Distribution) else None
 
 
 class Node:
@@ -101,7 +108,7 @@ class Node:
         if tick_time is None:
             tick_time = float(os.environ.get("NODELAB_TICK_TIME", "15"))
         with _start_lock:
-            dist = P.runtime.distribution
+            dist = _distribution()
             if dist is not None:
                 raise AlreadyAlive(
                     f"this process is already the node {dist.full_name}: one OS process is one "
@@ -116,9 +123,8 @@ class Node:
             dist.start()  # raises NameInUse when another node has the name
             P.set_transport(dist)
             pids.set_local_node(dist.full_name)
-            for proc in P.runtime.processes.copy().values():
-                if proc.is_shell and proc.group_leader is None:
-                    proc.group_leader = P.runtime.default_group_leader
+            # Shell processes that had no group leader print where the node prints now.
+            P.set_group_leader_of_all(None, P.default_group_leader())
         if app is not None:
             if _application_starter is None:
                 raise NodelabError(
@@ -130,7 +136,7 @@ class Node:
     def stop() -> str:
         """Stop being a named node: close every connection and free the name. Returns "ok"."""
         with _start_lock:
-            dist = P.runtime.distribution
+            dist = _distribution()
             if dist is None:
                 return "ok"
             P.set_transport(None)
@@ -146,12 +152,12 @@ class Node:
     @staticmethod
     def alive() -> bool:
         """True when this process is a named node (Elixir's ``Node.alive?``)."""
-        return P.runtime.distribution is not None
+        return P.current_transport() is not None
 
     @staticmethod
     def list() -> list[str]:
         """The nodes this node is connected to."""
-        dist = P.runtime.distribution
+        dist = _distribution()
         if dist is None:
             return []
         return sorted(name for name, conn in dist.connections.items() if conn.alive)
@@ -160,7 +166,7 @@ class Node:
     def connect(node: str) -> bool | str:
         """Connect to ``node``; True on success, False when it cannot be reached or the
         cookies differ, ``"ignored"`` when this process is not a named node."""
-        dist = P.runtime.distribution
+        dist = _distribution()
         if dist is None:
             return "ignored"
         if node == dist.full_name:
@@ -170,7 +176,7 @@ class Node:
     @staticmethod
     def disconnect(node: str) -> bool:
         """Close the connection to ``node``; both sides see it go down."""
-        dist = P.runtime.distribution
+        dist = _distribution()
         conn = dist.connections.get(node) if dist is not None else None
         if conn is None:
             return False
@@ -181,7 +187,7 @@ class Node:
     @staticmethod
     def ping(node: str) -> str:
         """``"pong"`` when ``node`` answers (connecting if needed), else ``"pang"``."""
-        dist = P.runtime.distribution
+        dist = _distribution()
         if dist is None:
             return "pang"
         if node == dist.full_name:
@@ -192,7 +198,7 @@ class Node:
     def set_cookie(node_or_cookie: str, cookie: str | None = None) -> bool:
         """``Node.set_cookie(cookie)`` changes this node's cookie;
         ``Node.set_cookie(node, cookie)`` the one used with ``node`` only."""
-        dist = P.runtime.distribution
+        dist = _distribution()
         if dist is None:
             raise NotAlive("Node.set_cookie")
         if cookie is None:
@@ -203,7 +209,7 @@ class Node:
 
     @staticmethod
     def get_cookie() -> str | None:
-        dist = P.runtime.distribution
+        dist = _distribution()
         return dist.cookie if dist is not None else None
 
     @staticmethod
@@ -213,27 +219,22 @@ class Node:
         Connects first; if ``node`` cannot be reached, ``("nodedown", node)`` arrives at once.
         ``Node.monitor(node, False)`` removes the caller's monitors of ``node``.
         """
-        me = P.current()
-        with P.runtime.lock:
-            if not flag:
-                for ref in [r for r, (p, n) in P.runtime.node_watchers.items()
-                            if p == me.pid and n == node]:
-                    del P.runtime.node_watchers[ref]
-                return True
-        dist = P.runtime.distribution
-        if dist is None or dist.connection(node) is None:
-            me.mailbox.put(("nodedown", node))
+        if not flag:
+            P.unwatch_node(node)
             return True
-        with P.runtime.lock:
-            P.runtime.node_watchers[make_ref()] = (me.pid, node)
+        dist = _distribution()
+        if dist is None or dist.connection(node) is None:
+            P.send(P.self(), ("nodedown", node))
+            return True
+        P.watch_node(node)
         if dist.connection(node, connect=False) is None:  # it went down meanwhile
-            me.mailbox.put(("nodedown", node))
+            P.send(P.self(), ("nodedown", node))
         return True
 
     @staticmethod
     def monitor_nodes(flag: bool = True) -> bool:
         """Receive ``("nodeup", node)`` and ``("nodedown", node)`` for every node."""
-        dist = P.runtime.distribution
+        dist = _distribution()
         if dist is None:
             raise NotAlive("Node.monitor_nodes")
         if flag:
@@ -273,22 +274,21 @@ def _spawn_on(node: str, what: tuple, *, link: bool) -> Pid:
             fn, args = payload[1], payload[2]
         return P.spawn_link(fn, *args) if link else P.spawn(fn, *args)
     parse_node_name(node)
-    dist = P.runtime.distribution
+    dist = _distribution()
     if dist is None:
         raise NotAlive(f"Node.spawn{'_link' if link else ''} to {node}")
-    me = P.current()
+    leader = P.group_leader()
     blob = shipment.dumps(what)
     try:
         result = dist.request(
-            node, lambda ref, caller: ("spawn", ref, caller, me.group_leader, link, blob),
+            node, lambda ref, caller: ("spawn", ref, caller, leader, link, blob),
             timeout=SPAWN_TIMEOUT)
     except (ConnectionError, TimeoutError):
-        placeholder = P.runtime.new_pid()
+        placeholder = P.new_placeholder_pid()
         label = what[1] if what[0] == "fn" else f"{what[1]}.{what[2]}"
         log.error("** Can not start %r on %s **", label, node)
         if link:
-            me.links.add(placeholder)
-            P.deliver_exit(me, placeholder, P.NOCONNECTION, linked=True)
+            P.exit_from(placeholder, P.NOCONNECTION)
         return placeholder
     if not isinstance(result, Pid):
         raise NodelabError(f"{node} could not start the process: {result[1]}")
@@ -304,9 +304,7 @@ class Process:
         matters: with it, exit signals arrive as ``("EXIT", pid, reason)`` messages."""
         if flag != "trap_exit":
             raise ValueError(f"unknown process flag {flag!r}: nodelab knows 'trap_exit'")
-        me = P.current()
-        old, me.trap_exit = me.trap_exit, bool(value)
-        return old
+        return P.set_trap_exit(bool(value))
 
     @staticmethod
     def info(pid: Pid) -> dict[str, Any] | None:
@@ -314,7 +312,7 @@ class Process:
         any node; None when it is not alive."""
         if pid.is_local:
             return P.info(pid)
-        dist = P.runtime.distribution
+        dist = _distribution()
         if dist is None:
             return None
         try:
@@ -330,8 +328,7 @@ class Process:
     @staticmethod
     def sleep(seconds: float) -> str:
         """Sleep, but wake up to die when an exit signal arrives (unlike ``time.sleep``)."""
-        P.current().mailbox.take(lambda _message: P.NO_MATCH, seconds)
-        return "ok"
+        return P.sleep(seconds)
 
     @staticmethod
     def exit(pid: Pid, reason: Any) -> None:
@@ -376,11 +373,11 @@ class Process:
     @staticmethod
     def put(key: Any, value: Any) -> Any:
         """Store a value in the process dictionary; return the old one."""
-        dictionary = P.current().dictionary
+        dictionary = P.process_dictionary()
         old = dictionary.get(key)
         dictionary[key] = value
         return old
 
     @staticmethod
     def get(key: Any, default: Any = None) -> Any:
-        return P.current().dictionary.get(key, default)
+        return P.process_dictionary().get(key, default)

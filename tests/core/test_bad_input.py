@@ -9,6 +9,7 @@ import time
 import pytest
 
 from nodelab import ANY, MessageTooLarge, Node, Process, receive, self, send
+from nodelab.dist import portmapper
 from nodelab.dist.frames import MAX_MESSAGE
 from nodelab.runtime import processes as P
 
@@ -16,14 +17,16 @@ from nodelab.runtime import processes as P
 @pytest.fixture
 def error_lines():
     lines: list[str] = []
-    old = P.runtime.error_sink
-    P.runtime.error_sink = lines.append
+    old = P.set_error_sink(lines.append)
     yield lines
-    P.runtime.error_sink = old
+    P.set_error_sink(old)
 
 
 def my_port() -> int:
-    return P.runtime.distribution.port
+    # What a peer does to find this node: ask the port mapper.
+    port = portmapper.lookup(Node.self().split("@")[0])
+    assert port is not None
+    return port
 
 
 def raw_connection() -> socket.socket:
