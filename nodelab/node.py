@@ -61,22 +61,8 @@ class _ConsoleHandler(logging.Handler):
             pass
 
 
-def _function_name(target: Any) -> str:
-    name = shipment.module_name(target)
-    if name is not None:
-        return name
-    raise TypeError(
-        f"{target!r} is not a module: pass a function, or a module (or its name) with a "
-        "function name and a list of arguments, like Node.spawn(node, 'Kate', 'say_name', [])"
-    )
-
-
-def _shipment(fn_or_module: Any, fun: str | None, args: Any) -> tuple:
-    if fun is None:
-        if not callable(fn_or_module):
-            raise TypeError(f"{fn_or_module!r} is not a function: pass a function or a lambda")
-        return ("fn", fn_or_module, tuple(args or ()))
-    return ("mfa", _function_name(fn_or_module), fun, list(args or ()))
+#: How errors about a bad module show the module/function/args form of ``Node.spawn``.
+_EXAMPLE = "Node.spawn(node, 'Kate', 'say_name', [])"
 
 
 def _distribution() -> Distribution | None:
@@ -252,7 +238,8 @@ class Node:
         module (or a class of the node's namespace), a function and its arguments.
         The new process's group leader is the caller's, so what it prints appears here.
         """
-        return _spawn_on(node, _shipment(fn_or_module, fun, args), link=False)
+        return _spawn_on(node, shipment.build(fn_or_module, fun, args, example=_EXAMPLE),
+                         link=False)
 
     @staticmethod
     def spawn_link(node: str, fn_or_module: Any, fun: str | None = None, args: Any = None) -> Pid:
@@ -261,17 +248,13 @@ class Node:
         If ``node`` cannot be reached, a placeholder PID is returned and the caller receives
         an exit signal ``"noconnection"`` — as on the BEAM.
         """
-        return _spawn_on(node, _shipment(fn_or_module, fun, args), link=True)
+        return _spawn_on(node, shipment.build(fn_or_module, fun, args, example=_EXAMPLE),
+                         link=True)
 
 
 def _spawn_on(node: str, what: tuple, *, link: bool) -> Pid:
     if node in (pids.local_node(), NO_NODE):
-        payload = what
-        if payload[0] == "mfa":
-            fn = shipment.import_function(payload[1], payload[2])
-            args: tuple = tuple(payload[3])
-        else:
-            fn, args = payload[1], payload[2]
+        fn, args = shipment.resolve(what)
         return P.spawn_link(fn, *args) if link else P.spawn(fn, *args)
     parse_node_name(node)
     dist = _distribution()
@@ -285,8 +268,7 @@ def _spawn_on(node: str, what: tuple, *, link: bool) -> Pid:
             timeout=SPAWN_TIMEOUT)
     except (ConnectionError, TimeoutError):
         placeholder = P.new_placeholder_pid()
-        label = what[1] if what[0] == "fn" else f"{what[1]}.{what[2]}"
-        log.error("** Can not start %r on %s **", label, node)
+        log.error("** Can not start %s on %s **", shipment.describe(what), node)
         if link:
             P.exit_from(placeholder, P.NOCONNECTION)
         return placeholder
