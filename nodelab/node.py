@@ -108,7 +108,7 @@ class Node:
             dist = Distribution(node_name, cookie, tick_time=tick_time)
             dist.start()  # raises NameInUse when another node has the name
             P.set_transport(dist)
-            pids.set_local_node(dist.full_name)
+            pids.set_local_node(dist.full_name, dist.creation)  # EPMD's creation
             # Shell processes that had no group leader print where the node prints now.
             P.set_group_leader_of_all(None, P.default_group_leader())
         if app is not None:

@@ -1,8 +1,8 @@
 """Suite-wide set-up: keep the tests out of the user's home, and prove nothing leaks.
 
 At import (before any plugin starts a node) every place nodelab, Jupyter and IPython write
-to is pointed at a fresh temporary directory, and the port mapper at a free port, so a test
-run never touches the user's cookie, kernels or running nodes.
+to is pointed at a fresh temporary directory, and EPMD (``ERL_EPMD_PORT``) at a free port, so a
+test run never touches the user's cookie, kernels, running nodes or epmd.
 
 Every process the suite starts inherits ``NODELAB_TEST_RUN=<id>``. When the session ends,
 the autouse fixture below waits a few seconds for those processes to end, then kills what
@@ -54,9 +54,12 @@ def _isolate_environment() -> None:
         (SANDBOX / sub).mkdir(mode=0o700)
         os.environ[variable] = str(SANDBOX / sub)
     os.environ["NODELAB_TEST_RUN"] = RUN_ID
-    os.environ["NODELAB_PORTMAPPER_PORT"] = str(_free_port())
-    # The port mapper outlives its last node by this long; short, so the leak check
-    # below does not mistake a lingering mapper for a leak.
+    # The EPMD port of every node of the run, nodelab's and the BEAM's: a free one, so the
+    # run never meets a real epmd on 4369 nor another run's nodes.
+    os.environ["ERL_EPMD_PORT"] = str(_free_port())
+    os.environ.pop("NODELAB_PORTMAPPER_PORT", None)  # no longer read (it would be refused)
+    # nodelab's EPMD outlives its last node by this long; short, so the leak check
+    # below does not mistake a lingering daemon for a leak.
     os.environ["NODELAB_PORTMAPPER_LINGER"] = "1"
     # Use the platformdirs layout now (jupyter_core warns that it becomes the default).
     os.environ["JUPYTER_PLATFORM_DIRS"] = "1"
@@ -149,11 +152,29 @@ def listening_ports_of_this_process() -> list[int]:
     return sorted(ports)
 
 
+def _stop_epmds_of_this_run() -> None:
+    """Stop a daemonized epmd that an ``erl`` of this run started on the run's ERL_EPMD_PORT:
+    not counted as a leak (every erl starts one, by design), but it would run forever."""
+    tag = f"NODELAB_TEST_RUN={RUN_ID}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or _read(f"/proc/{entry}/comm").strip() != b"epmd":
+            continue
+        stat = _read(f"/proc/{entry}/stat")
+        fields = stat[stat.rfind(b")") + 2:].split()
+        ours = len(fields) >= 2 and int(fields[1]) == os.getpid()  # a test stops its own
+        if not ours and tag in _read(f"/proc/{entry}/environ").split(b"\0"):
+            try:
+                os.kill(int(entry), signal.SIGTERM)
+            except OSError:
+                pass
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_process_left_behind() -> Iterator[None]:
     yield
     node = sys.modules.get("nodelab.node")
     if not (node is not None and node.Node.alive()):  # pytest --sname: the run is a node
+        _stop_epmds_of_this_run()
         ports = listening_ports_of_this_process()
         if ports:
             pytest.fail(f"the test process still listens on port(s) {ports} after the last "

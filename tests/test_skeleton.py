@@ -43,13 +43,13 @@ def test_pytest_plugin_is_registered() -> None:
 
 def test_nothing_is_written_to_the_users_home() -> None:
     # tests/conftest.py points every place nodelab, Jupyter and IPython write to at a
-    # temporary directory, and the port mapper away from its default port 4370.
+    # temporary directory, and EPMD away from its default port 4369.
     temp = Path(tempfile.gettempdir()).resolve()
     for variable in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR",
                      "IPYTHONDIR", "NODELAB_HOME"):
         path = Path(os.environ[variable]).resolve()
         assert path.is_dir() and path.is_relative_to(temp), f"{variable}={path}"
-    assert os.environ["NODELAB_PORTMAPPER_PORT"] != "4370"
+    assert os.environ["ERL_EPMD_PORT"] != "4369"
 
 
 def test_the_leak_check_sees_a_leftover_process(leftover_processes) -> None:

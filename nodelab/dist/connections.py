@@ -259,18 +259,21 @@ class Distribution:
         self.listener.listen(128)
         self.port = self.listener.getsockname()[1]
         self.registration: Any = None
+        self.creation: int | None = None  # EPMD's, once registered
 
     # --- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Register the name with this host's port mapper and start accepting peers."""
-        portmapper.ensure_portmapper("127.0.0.1", self.mapper_port)
+        """Register the name with this host's EPMD and start accepting peers. The
+        creation EPMD gives is the node's (``self.creation``)."""
         try:
+            portmapper.ensure_portmapper("127.0.0.1", self.mapper_port)
             self.registration = portmapper.register(
                 self.name.name, self.port, mapper_port=self.mapper_port, full_name=self.full_name)
         except BaseException:
             self.listener.close()
             raise
+        self.creation = self.registration.creation
         threading.Thread(target=self._accept_loop, daemon=True, name="nodelab acceptor").start()
         threading.Thread(target=self._tick_loop, daemon=True, name="nodelab ticker").start()
         threading.Thread(target=self._flush_loop, daemon=True, name="nodelab flusher").start()

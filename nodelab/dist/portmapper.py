@@ -1,35 +1,60 @@
-"""The port mapper: which TCP port does node ``kate`` listen on? Like Erlang's EPMD.
+"""The port mapper: which TCP port does node ``kate`` listen on? nodelab speaks EPMD.
 
 Every named node listens on a TCP port the kernel picks for it. To reach ``kate@localhost``
-another node must learn that port, so each host runs one small daemon at a well-known port
-(4370 here; EPMD uses 4369) that maps ``NAME`` to port::
+another node must learn that port, so each host runs one small daemon at a well-known port,
+Erlang's EPMD (port 4369, or ``$ERL_EPMD_PORT``), that maps ``NAME`` to port::
 
-    alex ──LOOKUP kate──▶ port mapper (:4370) ◀──REGISTER kate 41234── kate
-    alex ◀─PORT 41234───┘
-    alex ─────────────── TCP connect :41234, cookie handshake ───────────▶ kate
+    alex ──PORT_PLEASE2_REQ kate──▶ EPMD (:4369) ◀──ALIVE2_REQ kate 41234── kate
+    alex ◀──PORT2_RESP 41234──────┘
+    alex ────────────── TCP connect :41234, handshake ──────────────▶ kate
 
-The first node started on a host starts the port mapper (:func:`ensure_portmapper`), as
-the first ``iex --sname`` starts ``epmd``. It runs as its own OS process, outlives the node
-that started it, and exits by itself once no node has been registered for a while
-(``--linger``, 10 s by default), so nothing is left behind.
+nodelab speaks EPMD's own protocol (ERTS User's Guide, "Distribution Protocol", section
+"EPMD Protocol"), as a client and as a daemon, so nodelab nodes and BEAM nodes share one
+EPMD per host: ``epmd -names`` lists nodelab nodes, and ``erl -sname x`` registers with the
+daemon nodelab started.
 
-A registration lives exactly as long as the TCP connection that made it: when a node
-dies, even by ``kill -9``, the kernel closes its sockets and the name is free at once.
+**Which EPMD.** When a node starts, :func:`ensure_portmapper` asks the port. An EPMD that
+answers is used, whichever it is: the real ``epmd`` that ``erl``/``iex`` started, or
+nodelab's. When nothing listens there, the node starts nodelab's daemon, this module run as
+``python -m nodelab.dist.portmapper``, as the first ``iex --sname`` starts ``epmd``. It runs
+as its own OS process (its own session, its log in ``$NODELAB_HOME/portmapper-PORT.log``),
+outlives the node that started it, and, unlike ``epmd``, exits by itself once no node
+(nodelab's or the BEAM's) has been registered for a while (``--linger``,
+``$NODELAB_PORTMAPPER_LINGER``, 10 s by default), so nothing is left behind. Nodes that race
+to start it all succeed: one daemon binds the port, the others exit quietly.
 
-The protocol is one ASCII line per request (at most 512 bytes), one line per answer; any
-``ERR`` answer closes the connection. Try it with ``nc localhost 4370``::
+**Registrations.** ``ALIVE2_REQ`` registers a name, with node type 77 (normal), protocol 0
+(TCP), distribution versions 6 to 5 as OTP 25 does; EPMD answers ``ALIVE2_X_RESP`` with a
+32-bit *creation* (``ALIVE2_RESP`` with a 16-bit one from an EPMD older than OTP 23, also
+understood), which becomes the node's creation. The registration lives exactly as long as
+the TCP connection that made it: when a node dies, even by ``kill -9``, the kernel closes its
+sockets and EPMD frees the name at once. A name already registered is refused (``Result``
+!= 0), which :func:`register` turns into :class:`NameInUse`. ``PORT_PLEASE2_REQ`` looks a
+name up (:func:`port_please`, :func:`lookup`), ``NAMES_REQ`` lists them (:func:`names`); a
+lookup of a node on another host asks that host's EPMD, on the same port.
 
-    PING                 -> PONG nodelab-portmapper 1 [pid=N]   (pid only to loopback peers)
-    REGISTER kate 41234  -> OK | ERR in_use                     (loopback peers only)
-    UNREGISTER           -> OK                                  (on the registering connection)
-    LOOKUP kate          -> PORT 41234 | NONE
-    NAMES                -> NAMES alex=40001 kate=41234
+**A dead EPMD.** If the EPMD is killed, nodes that are already connected keep talking (they
+do not need it any more). A BEAM node would also keep running but never register again, so
+no new node could find it until it restarts. A nodelab node does better: it notices that its
+registration connection closed, starts an EPMD if none is back, and registers again, so new
+lookups recover within a fraction of a second (see :class:`Registration`). EPMD hands the
+new registration a new creation; the node keeps its first one, because creation tells runs
+of a node apart and this is the same run: its processes' PIDs stay valid, and peers learn a
+node's creation from the handshake only, never from EPMD.
 
-It listens on all interfaces so that nodes with long names on other hosts can look names
-up, but it accepts ``REGISTER`` only from this host. If the port mapper is killed, nodes
-that are already connected keep talking (they do not need it any more); each node notices
-that its registration connection closed, starts a new port mapper and registers again,
-so new lookups recover within a fraction of a second (see :class:`Registration`).
+**nodelab's daemon and ``epmd``.** The daemon answers ``ALIVE2_REQ``, ``PORT_PLEASE2_REQ``,
+``NAMES_REQ`` and ``DUMP_REQ`` as ``epmd`` does. Like ``epmd`` without
+``-relaxed_command_check``, it answers ``KILL_REQ`` (``epmd -kill``) with ``NO`` while any
+node is registered (``OK``, and exits, when none is) and ignores ``STOP_REQ`` (``epmd -stop``);
+started with ``--relaxed-command-check`` or ``$ERL_EPMD_RELAXED_COMMAND_CHECK`` set, it obeys
+both, as ``epmd`` does. It is stricter in three ways: it accepts registrations only from
+loopback addresses (``epmd`` also from the host's own address), it refuses port 0, and it
+closes a refused registration's connection after answering. Each request gets its own
+connection, as with ``epmd``: anything malformed, oversized, or more than one request gets
+the connection closed without an answer, and so does a client that has not finished its
+request and read the answer within 10 s; the daemon keeps serving. One request is nodelab's
+own, :data:`NODELAB_INFO_REQ` (``?``): the daemon answers ``nodelab-epmd 1 pid=N`` (the pid
+only to loopback peers); ``epmd`` closes the connection, which is how a node tells them apart.
 
 Run it by hand: ``python -m nodelab.dist.portmapper [--port P] [--linger SECONDS]``.
 """
@@ -42,42 +67,82 @@ import errno
 import ipaddress
 import logging
 import os
+import random
+import re
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
+from nodelab.dist.names import check_name_part, is_loopback_host
 from nodelab.errors import NodelabError
-from nodelab.dist.names import InvalidNodeName, check_name_part, is_loopback_host
 
-DEFAULT_PORT = 4370
+DEFAULT_PORT = 4369
 DEFAULT_LINGER = 10.0
-PROTOCOL = "nodelab-portmapper 1"
-MAX_LINE = 512  # bytes of one request, newline included
-MAX_REPLY = 1 << 20  # a NAMES answer with thousands of nodes still fits
-IDLE_TIMEOUT = 10.0  # an unregistered connection that sends nothing is dropped after this
-MAX_OUTPUT = 64 * 1024  # a client that does not read its answers is dropped past this
-EXIT_IN_USE = 3  # status of ``--detach`` when the port is taken (maybe by another mapper)
-#: How long a node keeps trying to register again after its port mapper died, and the
-#: longest pause between two attempts.
+EXIT_IN_USE = 3  # status of ``--detach`` when the port is taken (maybe by another EPMD)
+
+# --- the EPMD protocol ------------------------------------------------------------------
+
+ALIVE2_REQ = ord("x")
+ALIVE2_RESP = ord("y")  # 16-bit creation: an EPMD older than OTP 23, or a node of version 5
+ALIVE2_X_RESP = ord("v")  # 32-bit creation
+PORT_PLEASE2_REQ = ord("z")
+PORT2_RESP = ord("w")
+NAMES_REQ = ord("n")
+DUMP_REQ = ord("d")
+KILL_REQ = ord("k")
+STOP_REQ = ord("s")
+#: nodelab's own request: "are you nodelab's daemon, and which pid?" (epmd closes instead).
+NODELAB_INFO_REQ = ord("?")
+INFO = "nodelab-epmd 1"
+
+NODE_TYPE_NORMAL = 77
+NODE_TYPE_HIDDEN = 72
+PROTOCOL_TCP = 0
+#: The distribution versions a node registers with (OTP 25: highest 6, lowest 5).
+HIGHEST_VERSION = 6
+LOWEST_VERSION = 5
+
+#: The longest node name EPMD stores: 255 characters of UTF-8.
+MAX_NAME_CHARS = 255
+MAX_NAME_BYTES = 4 * MAX_NAME_CHARS
+MAX_EXTRA = MAX_NAME_BYTES
+#: The longest request the daemon reads (an ALIVE2_REQ with the longest name and extra).
+MAX_REQUEST = 13 + MAX_NAME_BYTES + MAX_EXTRA
+MAX_REPLY = 1 << 22  # a NAMES answer with thousands of nodes still fits
+#: A connection must have sent its request and read the answer within this many seconds.
+REQUEST_TIMEOUT = 10.0
+#: Names kept after their node left, for DUMP_REQ and for the creation of a version-5 node.
+MAX_UNUSED = 1000
+
+#: How long a node keeps trying to register again after its EPMD died, and the longest
+#: pause between two attempts.
 REREGISTER_WINDOW = 60.0
 REREGISTER_MAX_DELAY = 1.0
 
 log = logging.getLogger("nodelab.dist.portmapper")
 
+_LENGTH = struct.Struct("!H")
+_ALIVE2_HEAD = struct.Struct("!BHBBHHH")  # tag, port, type, protocol, highest, lowest, nlen
+_PORT2_HEAD = struct.Struct("!BBHBBHHH")  # tag, result, port, type, protocol, hi, lo, nlen
+_NAMES_LINE = re.compile(r"name (.+) at port (\d+)")
+
 
 class PortMapperError(NodelabError):
-    """The port mapper could not be reached, or answered something unexpected."""
+    """The EPMD could not be reached, or answered something unexpected."""
 
 
 class PortMapperUnavailable(PortMapperError):
-    """No port mapper answers (and none could be started)."""
+    """No EPMD answers (and none could be started)."""
 
 
 class NameInUse(PortMapperError):
@@ -89,6 +154,18 @@ class NameInUse(PortMapperError):
                          "--sname, or stop the node that has it")
 
 
+class EpmdEntry(NamedTuple):
+    """What EPMD knows about a registered node (a ``PORT2_RESP``)."""
+
+    name: str
+    port: int
+    node_type: int  # 77 normal, 72 hidden
+    protocol: int  # 0: TCP
+    highest_version: int
+    lowest_version: int
+    extra: bytes
+
+
 def _env_number(variable: str, default: float, *, integer: bool) -> float:
     text = os.environ.get(variable, "").strip()
     if not text:
@@ -98,20 +175,33 @@ def _env_number(variable: str, default: float, *, integer: bool) -> float:
     except ValueError:
         value = -1
     if value < 0 or (integer and not 0 < value < 65536):
-        kind = "a TCP port number like 4370" if integer else "a number of seconds like 10"
+        kind = "a TCP port number like 4369" if integer else "a number of seconds like 10"
         raise PortMapperError(f"{variable}={text!r} is not {kind}: fix it or unset it")
     return value
 
 
 def default_port() -> int:
-    """The port mapper's port: ``$NODELAB_PORTMAPPER_PORT``, or 4370."""
-    return int(_env_number("NODELAB_PORTMAPPER_PORT", DEFAULT_PORT, integer=True))
+    """The EPMD port: ``$ERL_EPMD_PORT`` (the variable ``erl`` and ``epmd`` read), or 4369."""
+    port = int(_env_number("ERL_EPMD_PORT", DEFAULT_PORT, integer=True))
+    legacy = os.environ.get("NODELAB_PORTMAPPER_PORT", "").strip()
+    if legacy and legacy != str(port):
+        # Silently using 4369 instead would put a private setup on the host's shared EPMD.
+        raise PortMapperError(
+            f"NODELAB_PORTMAPPER_PORT={legacy!r} is no longer read: nodelab's port mapper is "
+            f"EPMD now, on $ERL_EPMD_PORT (the variable erl and epmd read too): set "
+            f"ERL_EPMD_PORT={legacy} instead, and unset NODELAB_PORTMAPPER_PORT")
+    return port
 
 
 def default_linger() -> float:
-    """Seconds the daemon waits without registrations before it exits
+    """Seconds nodelab's daemon waits without registrations before it exits
     (``$NODELAB_PORTMAPPER_LINGER``, or 10)."""
     return _env_number("NODELAB_PORTMAPPER_LINGER", DEFAULT_LINGER, integer=False)
+
+
+def _relaxed_from_environment() -> bool:
+    # epmd reads this variable as if -relaxed_command_check were given.
+    return bool(os.environ.get("ERL_EPMD_RELAXED_COMMAND_CHECK"))
 
 
 def _is_loopback_ip(address: str) -> bool:
@@ -124,40 +214,90 @@ def _is_loopback_ip(address: str) -> bool:
     return ip.is_loopback
 
 
+def _decode_name(raw: bytes) -> str | None:
+    """A node name as EPMD accepts it: UTF-8, no NUL, 1..255 characters; else None."""
+    if not raw or b"\0" in raw or len(raw) > MAX_NAME_BYTES:
+        return None
+    try:
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return name if len(name) <= MAX_NAME_CHARS else None
+
+
+def _packet(body: bytes) -> bytes:
+    return _LENGTH.pack(len(body)) + body
+
+
+def _alive2_body(name: str, port: int, node_type: int, extra: bytes) -> bytes:
+    raw = name.encode("utf-8")
+    return (_ALIVE2_HEAD.pack(ALIVE2_REQ, port, node_type, PROTOCOL_TCP, HIGHEST_VERSION,
+                              LOWEST_VERSION, len(raw))
+            + raw + _LENGTH.pack(len(extra)) + extra)
+
+
 # --------------------------------------------------------------------------------------
 # The daemon
 # --------------------------------------------------------------------------------------
 
 
 class _Client:
-    """One connection to the daemon."""
+    """One connection to the daemon: one request, or one registration."""
 
-    __slots__ = ("closing", "inbuf", "last_active", "loopback", "name", "outbuf", "sock")
+    __slots__ = ("closing", "deadline", "inbuf", "loopback", "name", "outbuf", "sock")
 
-    def __init__(self, sock: socket.socket, loopback: bool, now: float) -> None:
+    def __init__(self, sock: socket.socket, loopback: bool, deadline: float) -> None:
         self.sock = sock
         self.loopback = loopback
         self.inbuf = bytearray()
         self.outbuf = bytearray()
         self.name: str | None = None  # the name this connection registered
-        self.last_active = now
-        self.closing = False  # close once outbuf is sent (after an ERR)
+        self.deadline = deadline  # dropped then, unless it registered
+        self.closing = False  # close once outbuf is sent (the request is answered)
+
+
+class _Node:
+    """A registered name (or, in ``unused``, one whose node left)."""
+
+    __slots__ = ("client", "creation", "extra", "highest", "lowest", "node_type", "port",
+                 "protocol")
+
+    def __init__(self, client: _Client | None, port: int, node_type: int, protocol: int,
+                 highest: int, lowest: int, extra: bytes, creation: int) -> None:
+        self.client = client
+        self.port = port
+        self.node_type = node_type
+        self.protocol = protocol
+        self.highest = highest
+        self.lowest = lowest
+        self.extra = extra
+        self.creation = creation
 
 
 class PortMapper:
-    """The daemon: one thread, one :mod:`selectors` loop, never blocks on a client.
+    """nodelab's EPMD daemon: one thread, one :mod:`selectors` loop, never blocks on a client.
 
-    ``serve_forever`` returns after ``linger`` seconds without any registration.
+    ``serve_forever`` returns after ``linger`` seconds without any registration, or after
+    an accepted ``KILL_REQ``.
     """
 
-    def __init__(self, listener: socket.socket, linger: float) -> None:
+    def __init__(self, listener: socket.socket, linger: float, *, relaxed: bool = False,
+                 request_timeout: float = REQUEST_TIMEOUT) -> None:
         self.listener = listener
+        self.port = listener.getsockname()[1]
         self.linger = linger
+        self.relaxed = relaxed
+        self.request_timeout = request_timeout
         self.selector = selectors.DefaultSelector()
         self.clients: dict[socket.socket, _Client] = {}
-        self.registry: dict[str, tuple[int, _Client]] = {}
+        self.registry: dict[str, _Node] = {}
+        self.unused: OrderedDict[str, _Node] = OrderedDict()
+        # 32-bit creations count up from a random start, so that two runs of a node with
+        # the same name never share one, even across restarts of the daemon; never 0.
+        self.next_creation = random.SystemRandom().randrange(1, 1 << 32)
         self.unregistered_since = time.monotonic()
         self.accept_paused_until = 0.0
+        self.killed = False
         try:
             import resource
 
@@ -175,17 +315,17 @@ class PortMapper:
     # --- the loop -------------------------------------------------------------------
 
     def serve_forever(self) -> None:
-        log.info("port mapper listening on port %d (pid %d, linger %.3g s)",
-                 self.listener.getsockname()[1], os.getpid(), self.linger)
+        log.info("EPMD (nodelab) listening on port %d (pid %d, linger %.3g s%s)", self.port,
+                 os.getpid(), self.linger, ", relaxed command check" if self.relaxed else "")
         try:
-            while True:
+            while not self.killed:
                 now = time.monotonic()
                 if self.registry:
                     self.unregistered_since = now
                 elif now - self.unregistered_since >= self.linger:
                     log.info("no node registered for %.3g s: exiting", self.linger)
                     return
-                # Wake up at least once a second (idle clients), and when the linger ends.
+                # Wake up at least once a second (slow clients), and when the linger ends.
                 timeout = 1.0
                 if not self.registry:
                     timeout = min(timeout, self.unregistered_since + self.linger - now)
@@ -198,7 +338,10 @@ class PortMapper:
                         client = self.clients.get(key.fileobj)  # type: ignore[arg-type]
                         if client is not None:
                             self._service(client, mask)
+                    if self.killed:
+                        break
                 self._housekeeping()
+            log.info("killed by KILL_REQ (epmd -kill): exiting")
         finally:
             for client in self.clients.copy().values():
                 self._drop(client)
@@ -211,7 +354,7 @@ class PortMapper:
                 self._read(client)
             if client.sock in self.clients and mask & selectors.EVENT_WRITE:
                 self._flush(client)
-        except Exception:  # one bad client must never take the mapper down
+        except Exception:  # one bad client must never take the daemon down
             log.exception("dropping a client after an unexpected error")
             self._drop(client)
 
@@ -221,8 +364,8 @@ class PortMapper:
             self.accept_paused_until = 0.0
             self.selector.register(self.listener, selectors.EVENT_READ)
         for client in self.clients.copy().values():
-            if client.name is None and now - client.last_active > IDLE_TIMEOUT:
-                self._drop(client)
+            if client.name is None and now > client.deadline:
+                self._drop(client)  # too slow to ask, or to read the answer
 
     def _accept(self) -> None:
         for _ in range(64):
@@ -237,14 +380,16 @@ class PortMapper:
                     self.selector.unregister(self.listener)
                     self.accept_paused_until = time.monotonic() + 0.1
                 return  # ECONNABORTED and the like: the client is gone already
+            if len(self.clients) >= self.max_clients:
+                sock.close()  # busy: as epmd, close at once
+                continue
             sock.setblocking(False)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client = _Client(sock, _is_loopback_ip(address[0]), time.monotonic())
+            client = _Client(sock, _is_loopback_ip(address[0]),
+                             time.monotonic() + self.request_timeout)
             self.clients[sock] = client
             self.selector.register(sock, selectors.EVENT_READ)
-            if len(self.clients) > self.max_clients:
-                self._error(client, "busy")
 
     def _read(self, client: _Client) -> None:
         try:
@@ -254,105 +399,168 @@ class PortMapper:
         except OSError:
             data = b""
         if not data:
-            self._drop(client)
-            return
-        client.last_active = time.monotonic()
-        client.inbuf += data
-        while not client.closing:
-            end = client.inbuf.find(b"\n")
-            if end < 0:
-                if len(client.inbuf) >= MAX_LINE:
-                    self._error(client, "line_too_long")
-                break
-            if end + 1 > MAX_LINE:
-                self._error(client, "line_too_long")
-                break
-            line = bytes(client.inbuf[:end])
-            del client.inbuf[:end + 1]
-            self._request(client, line)
-
-    def _request(self, client: _Client, raw: bytes) -> None:
-        try:
-            line = raw.decode("ascii").rstrip("\r")
-        except UnicodeDecodeError:
-            self._error(client, "not_ascii")
-            return
-        words = line.split()
-        if not words:
-            self._error(client, "empty_line")
-            return
-        command, args = words[0].upper(), words[1:]
-        if command == "LOOKUP" and len(args) == 1:
-            if not self._valid_name(client, args[0]):
-                return
-            entry = self.registry.get(args[0])
-            self._reply(client, f"PORT {entry[0]}" if entry else "NONE")
-        elif command == "NAMES" and not args:
-            pairs = " ".join(f"{name}={port}" for name, (port, _) in sorted(self.registry.items()))
-            self._reply(client, f"NAMES {pairs}" if pairs else "NAMES")
-        elif command == "REGISTER" and len(args) == 2:
-            self._register(client, args[0], args[1])
-        elif command == "UNREGISTER" and not args:
-            self._unregister(client)
-            self._reply(client, "OK")
-        elif command == "PING" and not args:
-            # A ping says "a node is about to register": it restarts the linger clock, so
-            # the mapper does not exit between ensure_portmapper() and register().
-            if client.loopback:
-                self.unregistered_since = max(self.unregistered_since, time.monotonic())
-            pid = f" pid={os.getpid()}" if client.loopback else ""
-            self._reply(client, f"PONG {PROTOCOL}{pid}")
-        elif command in ("LOOKUP", "NAMES", "REGISTER", "UNREGISTER", "PING"):
-            self._error(client, "bad_arguments")
-        else:
-            self._error(client, "unknown_command")
-
-    def _valid_name(self, client: _Client, name: str) -> bool:
-        try:
-            check_name_part(name)
-        except InvalidNodeName:
-            self._error(client, "bad_name")
-            return False
-        return True
-
-    def _register(self, client: _Client, name: str, port_text: str) -> None:
-        if not client.loopback:
-            self._error(client, "not_loopback")  # only nodes of this host register here
-            return
-        if not self._valid_name(client, name):
-            return
-        if not (port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65536):
-            self._error(client, "bad_port")
+            self._drop(client)  # for a registered node: it died, or unregistered
             return
         if client.name is not None:
-            self._error(client, "already_registered")
+            # A registration connection carries nothing after ALIVE2_REQ: epmd treats
+            # anything more as the end of the registration, and so does this daemon.
+            log.info("unexpected bytes on the registration of %s: unregistering it",
+                     client.name)
+            self._drop(client)
             return
-        if name in self.registry:
-            self._error(client, "in_use")
+        client.inbuf += data
+        if len(client.inbuf) < 2:
             return
+        want = _LENGTH.unpack_from(client.inbuf)[0]
+        if not 0 < want <= MAX_REQUEST:
+            self._drop(client)  # an empty or oversized request: epmd closes too
+            return
+        have = len(client.inbuf) - 2
+        if have < want:
+            return
+        if have > want:
+            self._drop(client)  # more than one request on a connection
+            return
+        request = bytes(client.inbuf[2:])
+        client.inbuf.clear()
+        self._request(client, request)
+
+    def _request(self, client: _Client, request: bytes) -> None:
+        tag = request[0]
+        if tag == ALIVE2_REQ:
+            self._alive2(client, request)
+        elif tag == PORT_PLEASE2_REQ:
+            self._port_please2(client, request)
+        elif tag == NAMES_REQ:
+            self._answer(client, struct.pack("!I", self.port) + b"".join(
+                b"name %s at port %d\n" % (name.encode("utf-8"), node.port)
+                for name, node in sorted(self.registry.items())))
+        elif tag == DUMP_REQ and client.loopback:
+            self._answer(client, self._dump())
+        elif tag == KILL_REQ and client.loopback:
+            if self.registry and not self.relaxed:
+                log.info("KILL_REQ refused: %d node(s) registered", len(self.registry))
+                self._answer(client, b"NO")
+                return
+            with contextlib.suppress(OSError):
+                client.sock.send(b"OK")
+            self._drop(client)
+            self.killed = True
+        elif tag == STOP_REQ and client.loopback and self.relaxed:
+            name = _decode_name(request[1:].rstrip(b"\0"))
+            node = self.registry.get(name) if name is not None else None
+            if node is None or node.client is None:
+                self._answer(client, b"NOEXIST")
+                return
+            log.info("STOP_REQ: unregistering %s", name)
+            self._drop(node.client)
+            self._answer(client, b"STOPPED")
+        elif tag == NODELAB_INFO_REQ:
+            if client.loopback:
+                # "A node is about to register": restart the linger clock, so the daemon
+                # does not exit between ensure_portmapper() and register().
+                self.unregistered_since = max(self.unregistered_since, time.monotonic())
+            pid = f" pid={os.getpid()}" if client.loopback else ""
+            self._answer(client, f"{INFO}{pid}\n".encode("ascii"))
+        else:
+            # Unknown, or not allowed from this peer (DUMP/KILL/STOP are for this host, STOP
+            # only with the relaxed command check): closed without an answer, as epmd does.
+            self._drop(client)
+
+    def _alive2(self, client: _Client, request: bytes) -> None:
+        if not client.loopback:
+            log.info("ALIVE2_REQ from a non-loopback address: refused")
+            self._drop(client)  # only nodes of this host register here
+            return
+        if len(request) < _ALIVE2_HEAD.size + 2:
+            self._drop(client)
+            return
+        _, port, node_type, protocol, highest, lowest, name_length = \
+            _ALIVE2_HEAD.unpack_from(request)
+        end_of_name = _ALIVE2_HEAD.size + name_length
+        if len(request) < end_of_name + 2:
+            self._drop(client)
+            return
+        extra_length = _LENGTH.unpack_from(request, end_of_name)[0]
+        if len(request) != end_of_name + 2 + extra_length:
+            self._drop(client)
+            return
+        extra = request[end_of_name + 2:]
+        name = _decode_name(request[_ALIVE2_HEAD.size:end_of_name])
+        x_resp = highest >= 6  # both sides know version 6: a 32-bit creation
+        if name is None or port == 0 or name in self.registry or len(extra) > MAX_EXTRA:
+            log.info("ALIVE2_REQ refused: %s", "name in use" if name in self.registry
+                     else "bad name, port or extra")
+            reply = (struct.pack("!BBI", ALIVE2_X_RESP, 1, 0) if x_resp
+                     else struct.pack("!BBH", ALIVE2_RESP, 1, 0))
+            self._answer(client, reply)
+            return
+        old = self.unused.pop(name, None)
+        if x_resp:
+            creation = self.next_creation
+            self.next_creation = self.next_creation % 0xFFFFFFFF + 1  # 1..2**32-1
+            reply = struct.pack("!BBI", ALIVE2_X_RESP, 0, creation)
+        else:
+            # epmd's way for old nodes: 1..3, another one than the name's previous run.
+            creation = (old.creation % 3 + 1) if old is not None else random.randint(1, 3)
+            reply = struct.pack("!BBH", ALIVE2_RESP, 0, creation)
         client.name = name
-        self.registry[name] = (int(port_text), client)
-        log.info("registered %s on port %s", name, port_text)
-        self._reply(client, "OK")
+        self.registry[name] = _Node(client, port, node_type, protocol, highest, lowest, extra,
+                                    creation)
+        log.info("registered %s on port %d (type %d, versions %d..%d, creation %d)", name,
+                 port, node_type, lowest, highest, creation)
+        self._send(client, reply)
+
+    def _port_please2(self, client: _Client, request: bytes) -> None:
+        name = _decode_name(request[1:].removesuffix(b"\0"))
+        if name is None:
+            self._drop(client)  # epmd closes without an answer too
+            return
+        node = self.registry.get(name)
+        if node is None:
+            self._answer(client, bytes([PORT2_RESP, 1]))
+            return
+        raw = name.encode("utf-8")
+        self._answer(client, _PORT2_HEAD.pack(PORT2_RESP, 0, node.port, node.node_type,
+                                              node.protocol, node.highest, node.lowest,
+                                              len(raw))
+                     + raw + _LENGTH.pack(len(node.extra)) + node.extra)
+
+    def _dump(self) -> bytes:
+        parts = [struct.pack("!I", self.port)]
+        for name, node in sorted(self.registry.items()):
+            fd = node.client.sock.fileno() if node.client is not None else -1
+            parts.append(b"active name     <%s> at port %d, fd = %d\n\0"
+                         % (name.encode("utf-8"), node.port, fd))
+        for name, node in self.unused.items():
+            parts.append(b"old/unused name <%s>, port = %d, fd = %d \n\0"
+                         % (name.encode("utf-8"), node.port, -1))
+        return b"".join(parts)
 
     def _unregister(self, client: _Client) -> None:
-        if client.name is not None and self.registry.get(client.name, (0, None))[1] is client:
-            del self.registry[client.name]
-            log.info("unregistered %s", client.name)
+        name = client.name
+        if name is None:
+            return
         client.name = None
+        node = self.registry.get(name)
+        if node is not None and node.client is client:
+            del self.registry[name]
+            node.client = None
+            self.unused[name] = node
+            while len(self.unused) > MAX_UNUSED:
+                self.unused.popitem(last=False)
+            log.info("unregistered %s", name)
 
     # --- output ---------------------------------------------------------------------
 
-    def _reply(self, client: _Client, text: str) -> None:
-        client.outbuf += text.encode("ascii") + b"\n"
-        if len(client.outbuf) > MAX_OUTPUT:
-            self._drop(client)  # it sends requests but never reads the answers
-            return
+    def _send(self, client: _Client, data: bytes) -> None:
+        client.outbuf += data
         self._flush(client)
 
-    def _error(self, client: _Client, reason: str) -> None:
+    def _answer(self, client: _Client, data: bytes) -> None:
+        """The whole answer to the connection's one request: send it, then close."""
         client.closing = True
-        self._reply(client, f"ERR {reason}")
+        self._send(client, data)
 
     def _flush(self, client: _Client) -> None:
         if client.sock not in self.clients:
@@ -368,8 +576,8 @@ class PortMapper:
         if not client.outbuf and client.closing:
             self._drop(client)
             return
-        # A closing client is not read any more: watching it for input would spin the loop
-        # while it keeps sending and does not read our ERR.
+        # An answered client is not read any more: watching it for input would spin the
+        # loop while it keeps sending and does not read our answer.
         wanted = ((0 if client.closing else selectors.EVENT_READ)
                   | (selectors.EVENT_WRITE if client.outbuf else 0))
         if self.selector.get_key(client.sock).events != wanted:
@@ -404,15 +612,23 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m nodelab.dist.portmapper [--port P] [--linger SECONDS]``."""
     parser = argparse.ArgumentParser(
         prog="python -m nodelab.dist.portmapper",
-        description="nodelab's port mapper (like Erlang's epmd): maps node names to ports.")
+        description="nodelab's EPMD daemon: maps node names to ports for nodelab and BEAM "
+                    "nodes (the protocol of Erlang's epmd).")
     parser.add_argument("--port", type=int, default=None,
-                        help="TCP port (default $NODELAB_PORTMAPPER_PORT or 4370)")
+                        help="TCP port (default $ERL_EPMD_PORT or 4369)")
     parser.add_argument("--linger", type=float, default=None,
                         help="exit after this many seconds without registrations "
                              "(default $NODELAB_PORTMAPPER_LINGER or 10)")
     parser.add_argument("--detach", action="store_true",
                         help="bind, then continue in the background; exit status 0 when "
                              f"listening, {EXIT_IN_USE} when the port is taken")
+    parser.add_argument("--relaxed-command-check", action="store_true",
+                        help="obey `epmd -kill` even with nodes registered, and `epmd -stop "
+                             "NAME` (like epmd's -relaxed_command_check; also "
+                             "$ERL_EPMD_RELAXED_COMMAND_CHECK)")
+    parser.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT,
+                        help="close a connection that has not sent its request and read "
+                             f"the answer after this many seconds (default {REQUEST_TIMEOUT:g})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s portmapper[{os.getpid()}] %(message)s")
@@ -421,14 +637,14 @@ def main(argv: list[str] | None = None) -> int:
         linger = args.linger if args.linger is not None else default_linger()
     except PortMapperError as error:
         parser.error(str(error))
-    if not 0 < port < 65536 or linger < 0:
-        parser.error("--port must be 1..65535 and --linger >= 0")
+    if not 0 < port < 65536 or linger < 0 or args.request_timeout <= 0:
+        parser.error("--port must be 1..65535, --linger >= 0 and --request-timeout > 0")
     try:
         listener = bind_listener(port)
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
-            # Usually another port mapper won the race to start: that one serves.
-            log.info("port %d is already in use (another port mapper?): exiting", port)
+            # Usually another EPMD won the race to start: that one serves.
+            log.info("port %d is already in use (another EPMD?): exiting", port)
             return EXIT_IN_USE
         log.error("cannot listen on port %d: %s", port, error)
         return 1
@@ -443,8 +659,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    relaxed = args.relaxed_command_check or _relaxed_from_environment()
     try:
-        PortMapper(listener, linger).serve_forever()
+        PortMapper(listener, linger, relaxed=relaxed,
+                   request_timeout=args.request_timeout).serve_forever()
     except KeyboardInterrupt:
         pass
     return 0
@@ -453,24 +671,6 @@ def main(argv: list[str] | None = None) -> int:
 # --------------------------------------------------------------------------------------
 # The client side
 # --------------------------------------------------------------------------------------
-
-
-def _read_line(sock: socket.socket, deadline: float, limit: int = MAX_REPLY) -> str:
-    data = bytearray()
-    while True:
-        end = data.find(b"\n")
-        if end >= 0:
-            return data[:end].decode("ascii", "replace").rstrip("\r")
-        if len(data) > limit:
-            raise PortMapperError("the port mapper's answer is too long")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("the port mapper did not answer in time")
-        sock.settimeout(remaining)
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionResetError("the port mapper closed the connection")
-        data += chunk
 
 
 def _connect(host_ip: str, port: int, timeout: float) -> socket.socket:
@@ -488,39 +688,115 @@ def _connect(host_ip: str, port: int, timeout: float) -> socket.socket:
         except BaseException:
             sock.close()
             raise
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        # TCP's self-connect: when nothing listens on a port of the ephemeral range (a test's
+        # EPMD port), the kernel may pick that very port as the source of a loopback connect,
+        # and the socket is connected to itself. It would hold the port, so the daemon about
+        # to be started could not bind it, and it echoes our request as the answer.
+        if sock.getsockname()[:2] == sock.getpeername()[:2]:
+            raise ConnectionRefusedError(f"nothing listens on port {port} (the connection "
+                                         "reached itself)")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
-def _request(host_ip: str, port: int, line: str, timeout: float) -> str:
-    """One request, one answer, on a fresh connection (a lookup is rare: once per peer)."""
+def _read_until_closed(sock: socket.socket, deadline: float, limit: int = MAX_REPLY) -> bytes:
+    data = bytearray()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the EPMD did not answer in time")
+        sock.settimeout(remaining)
+        chunk = sock.recv(65536)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        if len(data) > limit:
+            raise PortMapperError("the EPMD's answer is too long")
+
+
+def _read_exactly(sock: socket.socket, size: int, deadline: float) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the EPMD did not answer in time")
+        sock.settimeout(remaining)
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionResetError("the EPMD closed the connection without answering")
+        data += chunk
+    return bytes(data)
+
+
+def _request(host_ip: str, port: int, body: bytes, timeout: float) -> bytes:
+    """One request on a fresh connection; everything EPMD answers before it closes."""
     deadline = time.monotonic() + timeout
     with _connect(host_ip, port, timeout) as sock:
-        sock.sendall(line.encode("ascii") + b"\n")
-        return _read_line(sock, deadline)
+        sock.sendall(_packet(body))
+        return _read_until_closed(sock, deadline)
+
+
+def _info(host_ip: str, port: int, timeout: float) -> str | None:
+    """nodelab's daemon's answer to NODELAB_INFO_REQ; None from anything else."""
+    try:
+        reply = _request(host_ip, port, bytes([NODELAB_INFO_REQ]), timeout)
+    except (OSError, PortMapperError):
+        return None
+    text = reply.decode("ascii", "replace").strip()
+    return text if text.startswith(INFO) else None
+
+
+def _probe(host_ip: str, port: int, timeout: float) -> str:
+    """``"nodelab"`` or ``"epmd"`` (which EPMD answers), ``"none"`` (nothing listens, or
+    the host cannot be reached), ``"other"`` (a program that does not answer as an EPMD)."""
+    deadline = time.monotonic() + timeout
+    try:
+        reply = _request(host_ip, port, bytes([NODELAB_INFO_REQ]), timeout)
+    except (ConnectionRefusedError, socket.gaierror):
+        return "none"
+    except (OSError, PortMapperError) as error:
+        # A timeout after the connection was made: something listens, and says nothing.
+        return "other" if isinstance(error, (TimeoutError, PortMapperError)) else "none"
+    if reply.startswith(INFO.encode("ascii")):
+        return "nodelab"
+    if reply:
+        return "other"  # it answered, but not as an EPMD would
+    # Closed without an answer, as epmd closes an unknown request: ask what any EPMD answers.
+    try:
+        names_reply = _request(host_ip, port, bytes([NAMES_REQ]),
+                               max(0.05, deadline - time.monotonic()))
+    except ConnectionRefusedError:
+        return "none"
+    except (OSError, PortMapperError):
+        return "other"
+    return "epmd" if len(names_reply) >= 4 else "other"
+
+
+def epmd_kind(host_ip: str = "127.0.0.1", port: int | None = None, *,
+              timeout: float = 1.0) -> str | None:
+    """Which EPMD answers on ``host_ip:port``: ``"nodelab"`` (nodelab's daemon), ``"epmd"``
+    (another one: Erlang's own), or None when none answers (nothing listens, or a program
+    that does not speak EPMD)."""
+    kind = _probe(host_ip, port if port is not None else default_port(), timeout)
+    return kind if kind in ("nodelab", "epmd") else None
 
 
 def mapper_pid(host_ip: str = "127.0.0.1", port: int | None = None, *,
                timeout: float = 1.0) -> int | None:
-    """The OS pid of the port mapper on this host, or None when none answers.
-
-    (Only loopback callers are told the pid; a remote mapper answers None too.)
-    """
-    reply = _ping(host_ip, port if port is not None else default_port(), timeout)
+    """The OS pid of nodelab's EPMD daemon on this host, or None when none answers (also
+    when the EPMD there is Erlang's own, or on another host: only loopback callers are
+    told the pid)."""
+    reply = _info(host_ip, port if port is not None else default_port(), timeout)
     if reply is None:
         return None
     for word in reply.split():
         if word.startswith("pid=") and word[4:].isdigit():
             return int(word[4:])
     return None
-
-
-def _ping(host_ip: str, port: int, timeout: float) -> str | None:
-    try:
-        reply = _request(host_ip, port, "PING", timeout)
-    except (OSError, PortMapperError):
-        return None
-    return reply if reply.startswith(f"PONG {PROTOCOL}") else None
 
 
 def _log_path(port: int) -> Path | None:
@@ -542,36 +818,66 @@ def _log_tail(path: Path, lines: int = 5) -> str:
     return " | ".join(text)
 
 
-def ensure_portmapper(host_ip: str = "127.0.0.1", port: int | None = None, *,
-                      timeout: float = 5.0) -> None:
-    """Make sure a port mapper answers on ``host_ip:port``; start one if it is this host's.
+# Runs the daemon with only the modules it needs (this one, nodelab.errors and
+# nodelab.dist.names): the packages' __init__ (the whole runtime) is skipped, which saves
+# most of a second on a loaded machine, when the first node starts and when nodes recover
+# from a killed daemon. argv: ROOT nodelab.dist.portmapper OPTIONS (the second word is there
+# for people and tools that look for the daemon in the process list).
+_DAEMON_LAUNCHER = """\
+import os, sys, types
+for name in ("nodelab", "nodelab.dist"):
+    package = types.ModuleType(name)
+    package.__path__ = [os.path.join(sys.argv[1], *name.split("."))]
+    sys.modules[name] = package
+from nodelab.dist.portmapper import main
+sys.exit(main(sys.argv[3:]))
+"""
 
-    Like the first ``iex --sname`` starting ``epmd``: when nothing answers on a loopback
-    address, the daemon is started detached from this process (its own session, its log in
-    ``$NODELAB_HOME/portmapper-PORT.log``) and this call waits until it answers. Nodes that
-    race to start it all succeed: one daemon binds the port, the others exit quietly.
-    For another host's address it only checks. Raises :class:`PortMapperUnavailable`.
+
+def ensure_portmapper(host_ip: str = "127.0.0.1", port: int | None = None, *,
+                      timeout: float = 5.0) -> str:
+    """Make sure an EPMD answers on ``host_ip:port``; start nodelab's if it is this host's.
+
+    An EPMD already there is used, Erlang's or nodelab's; the answer says which
+    (``"epmd"`` or ``"nodelab"``). Like the first ``iex --sname`` starting ``epmd``: when
+    nothing answers on a loopback address, nodelab's daemon is started detached from this
+    process (its own session, its log in ``$NODELAB_HOME/portmapper-PORT.log``) and this call
+    waits until it answers. Nodes that race to start it all succeed: one daemon binds the
+    port, the others exit quietly. For another host's address it only checks. Raises
+    :class:`PortMapperUnavailable`.
     """
     port = port if port is not None else default_port()
     deadline = time.monotonic() + timeout
-    if _ping(host_ip, port, min(1.0, timeout)) is not None:
-        return
+    kind = _probe(host_ip, port, min(1.0, timeout))
+    if kind in ("nodelab", "epmd"):
+        return kind
     if not is_loopback_host(host_ip):
         raise PortMapperUnavailable(
-            f"no nodelab port mapper answers on {host_ip} port {port}: start a node on that "
-            "host first (it starts the port mapper), check that the port is not firewalled, "
-            "and that both hosts use the same NODELAB_PORTMAPPER_PORT")
+            f"no EPMD answers on {host_ip} port {port}: start a node on that host first (it "
+            "starts one), check that the port is not firewalled, and that both hosts use "
+            "the same ERL_EPMD_PORT")
+    taken = (f"port {port} is taken by a program that is not an EPMD, or by a hung one (see "
+             f"`ss -ltnp 'sport = :{port}'`): stop it, or set ERL_EPMD_PORT to a free port "
+             "(the same for all your nodes, nodelab's and the BEAM's)")
+    if kind == "other":
+        # No daemon of ours could bind the port: wait a little in case the program there
+        # is an EPMD that is only slow, then say so.
+        while time.monotonic() < deadline:
+            kind = _probe(host_ip, port, max(0.05, min(1.0, deadline - time.monotonic())))
+            if kind in ("nodelab", "epmd"):
+                return kind
+            if kind == "none":
+                break  # it went away: start ours
+            time.sleep(0.05)
+        else:
+            raise PortMapperUnavailable(f"no EPMD answers on port {port}: {taken}")
     log_path = _log_path(port)
-    # -W: the package __init__ imports this module before runpy runs it as __main__,
-    # which only earns a RuntimeWarning about double import in the daemon's log.
-    command = [sys.executable, "-W", "ignore::RuntimeWarning:runpy", "-m",
-               "nodelab.dist.portmapper", "--port", str(port), "--detach"]
     # The daemon runs this very copy of nodelab, installed or not (a checkout on sys.path
     # only through the current directory would not be found from the daemon's own cwd).
-    env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(
-        [package_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    command = [sys.executable, "-c", _DAEMON_LAUNCHER, package_root, "nodelab.dist.portmapper",
+               "--port", str(port), "--detach"]
+    env = dict(os.environ)
     with contextlib.ExitStack() as stack:
         log_file: int | object = subprocess.DEVNULL
         if log_path is not None:
@@ -591,73 +897,85 @@ def ensure_portmapper(host_ip: str = "127.0.0.1", port: int | None = None, *,
         status = None
     delay = 0.002
     while True:
-        if _ping(host_ip, port, max(0.05, min(1.0, deadline - time.monotonic()))) is not None:
-            return
+        kind = _probe(host_ip, port, max(0.05, min(1.0, deadline - time.monotonic())))
+        if kind in ("nodelab", "epmd"):
+            return kind
         if time.monotonic() >= deadline:
             break
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
     if status == EXIT_IN_USE:
-        reason = (f"port {port} is taken by a program that is not a nodelab port mapper, or "
-                  f"by a hung one (see `ss -ltnp 'sport = :{port}'`): stop it, or set "
-                  "NODELAB_PORTMAPPER_PORT to a free port (the same for all your nodes)")
+        reason = taken
     elif status is None:
         reason = f"it did not start within {timeout} s (a very slow machine?)"
     else:
         reason = f"it exited with status {status}"
     tail = _log_tail(log_path) if log_path is not None else ""
     raise PortMapperUnavailable(
-        f"could not start the port mapper on port {port}: {reason}"
+        f"could not start an EPMD on port {port}: {reason}"
         + (f"; its log {log_path} ends with: {tail}" if tail else ""))
 
 
 def _open_registration(name: str, port: int, mapper_port: int, full_name: str,
-                       timeout: float) -> socket.socket:
+                       timeout: float, node_type: int = NODE_TYPE_NORMAL,
+                       extra: bytes = b"") -> tuple[socket.socket, int]:
+    """ALIVE2_REQ on a new connection: the connection (to keep open) and the creation."""
     deadline = time.monotonic() + timeout
     try:
         sock = _connect("127.0.0.1", mapper_port, timeout)
     except OSError as error:
         raise PortMapperUnavailable(
-            f"no port mapper answers on port {mapper_port} ({error}): call "
-            "ensure_portmapper() first (Node.start does)") from None
+            f"no EPMD answers on port {mapper_port} ({error}): call ensure_portmapper() "
+            "first (Node.start does)") from None
     try:
-        sock.sendall(f"REGISTER {name} {port}\n".encode("ascii"))
-        reply = _read_line(sock, deadline, limit=MAX_LINE)
+        sock.sendall(_packet(_alive2_body(name, port, node_type, extra)))
+        tag = _read_exactly(sock, 1, deadline)[0]
+        if tag == ALIVE2_X_RESP:
+            result, creation = struct.unpack("!BI", _read_exactly(sock, 5, deadline))
+        elif tag == ALIVE2_RESP:
+            result, creation = struct.unpack("!BH", _read_exactly(sock, 3, deadline))
+        else:
+            raise PortMapperError(f"it answered with an unknown tag {tag}")
     except (OSError, PortMapperError) as error:
         sock.close()
-        raise PortMapperUnavailable(f"the port mapper on port {mapper_port} did not answer "
-                                    f"the registration of {full_name}: {error}") from None
-    if reply == "OK":
-        sock.settimeout(None)
-        return sock
-    sock.close()
-    if reply == "ERR in_use":
+        raise PortMapperUnavailable(f"the EPMD on port {mapper_port} did not answer the "
+                                    f"registration of {full_name}: {error}") from None
+    if result != 0:
+        # EPMD says no more than "error"; the name is checked before, so it is taken.
+        sock.close()
         raise NameInUse(full_name)
-    raise PortMapperError(f"the port mapper on port {mapper_port} refused to register "
-                          f"{full_name}: {reply}")
+    sock.settimeout(None)
+    return sock, creation
 
 
 _live_registrations: weakref.WeakSet[Registration] = weakref.WeakSet()
 
 
 class Registration:
-    """A node's name in the port mapper; it lasts as long as this object's socket.
+    """A node's name in EPMD; it lasts as long as this object's socket.
 
-    Made by :func:`register`. :meth:`close` gives the name back (synchronously, so the
-    same name can be registered again at once). If the port mapper dies while the
+    Made by :func:`register`. ``creation`` is the creation EPMD gave the first registration:
+    the node's creation for its whole run. :meth:`close` gives the name back (synchronously,
+    so the same name can be registered again at once). If the EPMD dies while the
     registration is wanted, a daemon thread notices (its socket closes), calls the
-    :meth:`on_lost` callbacks, logs it, starts a new port mapper if needed and registers
+    :meth:`on_lost` callbacks, logs it, starts nodelab's EPMD if none is back and registers
     again, retrying with a growing pause (up to :data:`REREGISTER_MAX_DELAY`) for
-    :data:`REREGISTER_WINDOW` seconds. Connections between running nodes are never
-    affected: only new lookups need the mapper.
+    :data:`REREGISTER_WINDOW` seconds. The new registration's creation is only recorded
+    (``epmd_creation``): the node keeps ``creation``. Connections between running nodes are
+    never affected: only new lookups need EPMD.
     """
 
     def __init__(self, name: str, port: int, mapper_port: int, full_name: str,
-                 sock: socket.socket) -> None:
+                 sock: socket.socket, creation: int, node_type: int = NODE_TYPE_NORMAL,
+                 extra: bytes = b"") -> None:
         self.name = name
         self.port = port
         self.mapper_port = mapper_port
         self.full_name = full_name
+        self.creation = creation
+        self.epmd_creation = creation
+        self.node_type = node_type
+        self.extra = extra
         self._sock = sock
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -668,12 +986,12 @@ class Registration:
         self.reregistrations = 0
         _live_registrations.add(self)
         self._thread = threading.Thread(target=self._watch, daemon=True,
-                                        name=f"nodelab portmapper watch {name}")
+                                        name=f"nodelab epmd watch {name}")
         self._thread.start()
 
     @property
     def registered(self) -> bool:
-        """True while the port mapper knows this name (False after a loss, until re-registered)."""
+        """True while EPMD knows this name (False after a loss, until re-registered)."""
         return self._registered.is_set() and not self._closing.is_set()
 
     def wait_registered(self, timeout: float | None = None) -> bool:
@@ -681,13 +999,13 @@ class Registration:
         return self._registered.wait(timeout) and not self._closing.is_set()
 
     def on_lost(self, callback: Callable[[], object]) -> None:
-        """Call ``callback()`` (in the watcher thread) each time the port mapper goes away
-        while this registration is wanted, before registering again."""
+        """Call ``callback()`` (in the watcher thread) each time EPMD goes away while this
+        registration is wanted, before registering again."""
         self._callbacks.append(callback)
 
     def close(self) -> None:
-        """Give the name back. Idempotent; returns once the mapper has forgotten the name
-        (at most ~1 s when the mapper does not answer)."""
+        """Give the name back. Idempotent; returns once EPMD has forgotten the name (at
+        most ~1 s when EPMD does not answer)."""
         with self._lock:
             if self._closing.is_set():
                 return
@@ -695,10 +1013,11 @@ class Registration:
             sock = self._sock
         self._registered.clear()
         try:
-            # Unregister explicitly and wait for the answer: closing the socket alone frees
-            # the name too, but only once the mapper has read the EOF, so an immediate
-            # Node.start with the same name could still see "in use".
-            sock.sendall(b"UNREGISTER\n")
+            # Half-close and wait for EPMD to close its end: closing the socket alone frees
+            # the name too, but only once EPMD has read the EOF, so an immediate Node.start
+            # with the same name could still be refused. EPMD closes right after it has
+            # unregistered the name, and the watcher thread sees that.
+            sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
         else:
@@ -714,7 +1033,7 @@ class Registration:
         return self._done.wait(timeout)
 
     def reregister(self, timeout: float = 5.0) -> bool:
-        """Wait up to ``timeout`` for the automatic re-registration after a lost mapper."""
+        """Wait up to ``timeout`` for the automatic re-registration after a lost EPMD."""
         return self.wait_registered(timeout)
 
     # --- the watcher thread -------------------------------------------------------------
@@ -726,8 +1045,8 @@ class Registration:
                 if self._closing.is_set():
                     break
                 self._registered.clear()
-                log.warning("the port mapper (port %d) went away: %s keeps its connections "
-                            "and registers again so that new lookups find it",
+                log.warning("the EPMD (port %d) went away: %s keeps its connections and "
+                            "registers again so that new lookups find it",
                             self.mapper_port, self.full_name)
                 for callback in list(self._callbacks):
                     try:
@@ -747,7 +1066,7 @@ class Registration:
             except OSError:
                 return
             if not data or self._closing.is_set():
-                return  # EOF: the mapper died; or the answer to our UNREGISTER
+                return  # EOF: EPMD died, or it answered our half-close
 
     def _recover(self) -> bool:
         started = time.monotonic()
@@ -760,8 +1079,9 @@ class Registration:
                 break
             try:
                 ensure_portmapper("127.0.0.1", self.mapper_port, timeout=min(5.0, remaining))
-                sock = _open_registration(self.name, self.port, self.mapper_port,
-                                          self.full_name, min(5.0, remaining))
+                sock, creation = _open_registration(self.name, self.port, self.mapper_port,
+                                                    self.full_name, min(5.0, remaining),
+                                                    self.node_type, self.extra)
             except NameInUse:
                 log.error("cannot register %s again: another node took the name meanwhile; "
                           "only nodes already connected can reach this node now (restart it "
@@ -780,22 +1100,25 @@ class Registration:
                     return False
                 old, self._sock = self._sock, sock
             old.close()
+            self.epmd_creation = creation
             self.reregistrations += 1
             self._registered.set()
-            log.info("%s is registered again with the port mapper (port %d), after %d "
-                     "attempt(s) in %.0f ms", self.full_name, self.mapper_port, attempt,
-                     (time.monotonic() - started) * 1000)
+            log.info("%s is registered again with the EPMD (port %d), after %d attempt(s) in "
+                     "%.0f ms; EPMD's creation is %d now, the node keeps its creation %d",
+                     self.full_name, self.mapper_port, attempt,
+                     (time.monotonic() - started) * 1000, creation, self.creation)
             return True
         if not self._closing.is_set():
-            log.error("gave up registering %s again after %.0f s: no port mapper on port %d; "
-                      "only nodes already connected can reach it (restart the node)",
+            log.error("gave up registering %s again after %.0f s: no EPMD on port %d; only "
+                      "nodes already connected can reach it (restart the node)",
                       self.full_name, REREGISTER_WINDOW, self.mapper_port)
         return False
 
     def __repr__(self) -> str:
         state = "closed" if self._closing.is_set() else (
             "registered" if self._registered.is_set() else "lost")
-        return f"<Registration {self.full_name} port={self.port} {state}>"
+        return (f"<Registration {self.full_name} port={self.port} creation={self.creation} "
+                f"{state}>")
 
 
 def _forget_registrations_in_child() -> None:
@@ -818,64 +1141,94 @@ if hasattr(os, "register_at_fork"):
 
 
 def register(name: str, port: int, *, mapper_port: int | None = None, timeout: float = 5.0,
-             full_name: str | None = None) -> Registration:
-    """Register ``name`` -> ``port`` with this host's port mapper; keep the result alive.
+             full_name: str | None = None, node_type: int = NODE_TYPE_NORMAL,
+             extra: bytes = b"") -> Registration:
+    """Register ``name`` -> ``port`` with this host's EPMD (ALIVE2_REQ); keep the result alive.
 
-    ``full_name`` (``alex@localhost``) is only used in messages. Raises
-    :class:`NameInUse` when another node has the name, :class:`PortMapperUnavailable`
-    when no port mapper answers (it is started if it just exited).
+    ``full_name`` (``alex@localhost``) is only used in messages. The result's ``creation``
+    is the one EPMD gave. Raises :class:`NameInUse` when another node has the name,
+    :class:`PortMapperUnavailable` when no EPMD answers (nodelab's is started if it just
+    exited).
     """
     check_name_part(name)
     if not 0 < int(port) < 65536:
         raise ValueError(f"port {port} is not a TCP port (1..65535)")
+    if len(extra) > MAX_EXTRA:
+        raise ValueError(f"extra has {len(extra)} bytes, EPMD keeps at most {MAX_EXTRA}")
     mapper_port = mapper_port if mapper_port is not None else default_port()
     full_name = full_name or f"{name}@localhost"
     try:
-        sock = _open_registration(name, int(port), mapper_port, full_name, timeout)
+        sock, creation = _open_registration(name, int(port), mapper_port, full_name, timeout,
+                                            node_type, extra)
+    except NameInUse:
+        raise
     except PortMapperUnavailable:
-        # The mapper may have exited (linger) just after ensure_portmapper() saw it.
+        # nodelab's EPMD may have exited (linger) just after ensure_portmapper() saw it.
         ensure_portmapper("127.0.0.1", mapper_port, timeout=timeout)
-        sock = _open_registration(name, int(port), mapper_port, full_name, timeout)
-    return Registration(name, int(port), mapper_port, full_name, sock)
+        sock, creation = _open_registration(name, int(port), mapper_port, full_name, timeout,
+                                            node_type, extra)
+    return Registration(name, int(port), mapper_port, full_name, sock, creation, node_type,
+                        extra)
 
 
-def lookup(name: str, host_ip: str = "127.0.0.1", port: int | None = None, *,
-           timeout: float = 2.0) -> int | None:
-    """The port node ``name`` listens on at ``host_ip``, or None.
+def port_please(name: str, host_ip: str = "127.0.0.1", port: int | None = None, *,
+                timeout: float = 2.0) -> EpmdEntry | None:
+    """What the EPMD at ``host_ip`` knows of node ``name`` (PORT_PLEASE2_REQ), or None.
 
-    None means "no such node there": not registered, or no port mapper answers (no node
-    runs on that host). Raises :class:`~nodelab.dist.names.InvalidNodeName` for a bad name.
+    None means "no such node there": not registered, or no EPMD answers (no node runs on
+    that host). Raises :class:`~nodelab.dist.names.InvalidNodeName` for a bad name.
     """
     check_name_part(name)
     try:
         reply = _request(host_ip, port if port is not None else default_port(),
-                         f"LOOKUP {name}", timeout)
+                         bytes([PORT_PLEASE2_REQ]) + name.encode("utf-8"), timeout)
     except (OSError, PortMapperError):
         return None
-    if reply.startswith("PORT ") and reply[5:].isdigit() and 0 < int(reply[5:]) < 65536:
-        return int(reply[5:])
-    if reply != "NONE":
-        log.debug("unexpected answer from the port mapper at %s: %r", host_ip, reply)
-    return None
+    if len(reply) >= 2 and reply[0] == PORT2_RESP and reply[1] != 0:
+        return None  # not registered there
+    entry = _parse_port2(reply)
+    if entry is None:
+        log.debug("unexpected answer from the EPMD at %s: %r", host_ip, reply[:64])
+    return entry
+
+
+def _parse_port2(reply: bytes) -> EpmdEntry | None:
+    """A PORT2_RESP with Result 0, or None when ``reply`` is not exactly one."""
+    try:
+        (tag, result, node_port, node_type, protocol, highest, lowest,
+         name_length) = _PORT2_HEAD.unpack_from(reply)
+        end_of_name = _PORT2_HEAD.size + name_length
+        extra_length = _LENGTH.unpack_from(reply, end_of_name)[0]
+        name = reply[_PORT2_HEAD.size:end_of_name].decode("utf-8")
+    except (struct.error, UnicodeDecodeError):
+        return None
+    extra = reply[end_of_name + 2:]
+    if tag != PORT2_RESP or result != 0 or not 0 < node_port < 65536 or len(extra) != extra_length:
+        return None
+    return EpmdEntry(name, node_port, node_type, protocol, highest, lowest, extra)
+
+
+def lookup(name: str, host_ip: str = "127.0.0.1", port: int | None = None, *,
+           timeout: float = 2.0) -> int | None:
+    """The port node ``name`` listens on at ``host_ip``, or None (see :func:`port_please`)."""
+    entry = port_please(name, host_ip, port, timeout=timeout)
+    return entry.port if entry is not None else None
 
 
 def names(host_ip: str = "127.0.0.1", port: int | None = None,
           timeout: float = 2.0) -> dict[str, int]:
-    """All names registered at ``host_ip``'s port mapper, ``{name: port}`` (like
-    ``epmd -names``); empty when no port mapper answers."""
+    """All names registered at ``host_ip``'s EPMD, ``{name: port}`` (NAMES_REQ, like
+    ``epmd -names``); empty when no EPMD answers."""
     try:
         reply = _request(host_ip, port if port is not None else default_port(),
-                         "NAMES", timeout)
+                         bytes([NAMES_REQ]), timeout)
     except (OSError, PortMapperError):
         return {}
-    words = reply.split()
-    if not words or words[0] != "NAMES":
-        return {}
     result: dict[str, int] = {}
-    for word in words[1:]:
-        name, _, number = word.partition("=")
-        if number.isdigit():
-            result[name] = int(number)
+    for line in reply[4:].decode("utf-8", "replace").splitlines():
+        match = _NAMES_LINE.fullmatch(line)
+        if match:
+            result[match.group(1)] = int(match.group(2))
     return result
 
 
