@@ -48,7 +48,7 @@ def _sandbox() -> Path:
     os.environ["NODELAB_HOME"] = str(home / "home")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        os.environ["NODELAB_PORTMAPPER_PORT"] = str(probe.getsockname()[1])
+        os.environ["ERL_EPMD_PORT"] = str(probe.getsockname()[1])
     os.environ["NODELAB_PORTMAPPER_LINGER"] = "0.5"
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(TESTS), str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH")

@@ -524,13 +524,13 @@ def _import_nodelab() -> tuple[Any, str | None]:
 
 
 def _private_portmapper() -> None:
-    """Give this run its own port mapper: it does not meet other users' nodes, and it ends
-    one second after this run's last node (NODELAB_PORTMAPPER_LINGER)."""
-    if "NODELAB_PORTMAPPER_PORT" in os.environ:
+    """Give this run its own EPMD port: it does not meet other users' nodes, and nodelab's
+    port mapper ends one second after this run's last node (NODELAB_PORTMAPPER_LINGER)."""
+    if "ERL_EPMD_PORT" in os.environ:
         return
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        os.environ["NODELAB_PORTMAPPER_PORT"] = str(probe.getsockname()[1])
+        os.environ["ERL_EPMD_PORT"] = str(probe.getsockname()[1])
     os.environ.setdefault("NODELAB_PORTMAPPER_LINGER", "1")
 
 
