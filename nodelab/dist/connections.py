@@ -13,6 +13,11 @@ nothing arrived for ``tick_time`` seconds, although each side sends a tick every
 it. Then every local process linked to a process of that node gets an exit signal
 ``"noconnection"``, every monitor a ``DOWN`` with ``"noconnection"``, every node monitor
 ``("nodedown", node)``, and pending spawns and calls fail naming the node.
+
+One concept, the node's table of peers, in one module: which peer is being dialled,
+accepted or connected (one lock), the dial and the accept that move a peer between those
+states, the ticks that notice a silent peer, and nodedown. One connection is
+:mod:`nodelab.dist.connection`; what a peer asks for is :mod:`nodelab.dist.control`.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from typing import Any
 
 from nodelab.dist import frames, handshake, portmapper, shipment
 from nodelab.dist.names import NodeName, parse_node_name, resolve_host
-from nodelab.errors import MessageTooLarge
 from nodelab.runtime import processes as P
 from nodelab.runtime.pids import Pid, Ref, make_ref
+
+from .connection import BURST_GAP, MAX_PENDING, Connection  # noqa: F401 - re-exported
+from .control import HANDLERS, register_handler  # noqa: F401 - register_handler re-exported
 
 log = logging.getLogger("nodelab")
 
@@ -38,10 +45,6 @@ SEND_NAMED = 4  # body: name length u8 | name | pickled message
 _SEND_HEADER = struct.Struct("!QI")
 
 CONNECT_TIMEOUT = 5.0
-#: Frames sent closer together than this are written in batches by the flusher thread.
-BURST_GAP = 50e-6
-#: A sender waits when this many bytes are queued for one peer.
-MAX_PENDING = 8 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 5.0
 # What _dial returns when the peer's connection is the one to use (NOK or a live one).
 _THEIR_CONNECTION_WINS = object()
@@ -63,169 +66,6 @@ class UndecodableMessage:
 
     def __repr__(self) -> str:
         return f"UndecodableMessage({self.error!r})"
-
-
-class Connection:
-    """One authenticated TCP connection to one peer node."""
-
-    def __init__(self, dist: Distribution, sock: socket.socket, peer: str,
-                 send_key: bytes, recv_key: bytes, peer_tag: str) -> None:
-        self.dist = dist
-        self.sock = sock
-        self.peer = peer
-        self.peer_tag = peer_tag
-        self.send_mac = frames.mac_state(send_key)
-        self.recv_mac = frames.mac_state(recv_key)
-        self.send_seq = 0
-        self.recv_seq = 0
-        self.write_lock = threading.Lock()
-        self.pending: list[bytes] = []  # frames of a burst, waiting for the flusher
-        self.pending_size = 0
-        self.flushing = False
-        self.alive = True
-        now = time.monotonic()
-        self.last_recv = now
-        self.last_send = now
-        self.down_reason = "connection_closed"
-        self.reader = threading.Thread(target=self._read_loop, daemon=True,
-                                       name=f"nodelab reader {peer}")
-
-    def send_frame(self, kind: int, body: bytes, *, blocking: bool = True) -> bool:
-        """Queue one frame for the peer, in order; False when the connection is gone.
-
-        A frame sent after a pause goes straight to the socket (lowest latency). Frames sent
-        in a burst are gathered and written by the node's flusher thread, many per system
-        call — the BEAM batches a busy connection the same way.
-        """
-        if len(body) > frames.MAX_MESSAGE:
-            raise MessageTooLarge(
-                f"a message of {len(body)} bytes is larger than the limit of "
-                f"{frames.MAX_MESSAGE} bytes for {self.peer}: send a smaller message, or raise "
-                "NODELAB_MAX_MESSAGE on both nodes"
-            )
-        # Masked: an exit signal to the sending process never lands between taking the
-        # write lock and releasing it, nor between spending a sequence number and writing
-        # its frame (the peer would refuse every later frame). The process still exits at
-        # once if it is killed while it waits for the lock or for a full queue.
-        token = P.enter_critical()
-        try:
-            if blocking:
-                P.wait_lock(self.write_lock)
-            elif not self.write_lock.acquire(False):
-                return False
-            try:
-                return self._write(kind, body)
-            finally:
-                self.write_lock.release()
-                if self.pending_size > MAX_PENDING:
-                    self._wait_for_flush()
-        finally:
-            P.leave_critical(token)
-
-    def _write(self, kind: int, body: bytes) -> bool:
-        # Called with the write lock held.
-        if not self.alive:
-            return False
-        frame = frames.encode(self.send_mac, self.send_seq, kind, body)
-        now = time.monotonic()
-        if self.pending or self.flushing or now - self.last_send < BURST_GAP:
-            self.pending.append(frame)
-            self.pending_size += len(frame)
-            self.send_seq += 1
-            self.last_send = now
-            if not self.flushing:
-                self.flushing = True
-                self.dist.flush_queue.put(self)
-            return True
-        try:
-            self.sock.sendall(frame)
-        except OSError:
-            self.alive = False
-            return False
-        self.send_seq += 1
-        self.last_send = time.monotonic()
-        return True
-
-    def _wait_for_flush(self) -> None:
-        # Back-pressure: a sender that runs far ahead of the socket waits for the flusher
-        # (in slices: a kill ends the wait; the frame is queued already).
-        deadline = time.monotonic() + 30
-        while self.pending_size > MAX_PENDING // 2 and self.alive and time.monotonic() < deadline:
-            P.check_exit()
-            time.sleep(0.0005)
-
-    def flush_pending(self) -> None:
-        """Write the gathered frames (the flusher thread calls this)."""
-        while True:
-            with self.write_lock:
-                if not self.pending or not self.alive:
-                    self.pending.clear()
-                    self.pending_size = 0
-                    self.flushing = False
-                    return
-                data = b"".join(self.pending)
-                self.pending.clear()
-                self.pending_size = 0
-            try:
-                self.sock.sendall(data)
-            except OSError:
-                self.alive = False
-
-    def close(self, reason: str) -> None:
-        if self.alive:
-            self.down_reason = reason
-        self.alive = False
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def _read_loop(self) -> None:
-        sock = self.sock
-        buffer = bytearray()
-        header = frames.HEADER
-        mac_size = frames.MAC_SIZE
-        limit = frames.MAX_MESSAGE + 1 + mac_size
-        try:
-            while True:
-                try:
-                    data = sock.recv(65536)
-                except OSError:
-                    break
-                if not data:
-                    break
-                self.last_recv = time.monotonic()
-                buffer += data
-                offset = 0
-                size = len(buffer)
-                while size - offset >= 4:
-                    (length,) = frames.LENGTH.unpack_from(buffer, offset)
-                    if length > limit or length < 1 + mac_size:
-                        raise frames.FrameError(f"a frame of {length} bytes")
-                    if size - offset - 4 < length:
-                        break
-                    _, kind, mac = header.unpack_from(buffer, offset)
-                    body = bytes(buffer[offset + 4 + 1 + mac_size : offset + 4 + length])
-                    offset += 4 + length
-                    if frames.mac(self.recv_mac, self.recv_seq, kind, body) != mac:
-                        raise frames.FrameError("a frame whose MAC does not match")
-                    self.recv_seq += 1
-                    self.dist.dispatch(self, kind, body)
-                if offset:
-                    del buffer[:offset]
-        except frames.FrameError as error:
-            log.error("** Connection to %s closed: received %s **", self.peer, error)
-            self.down_reason = "bad_frame"
-        except Exception as error:  # noqa: BLE001 - a peer must never take this node down
-            log.error("** Connection to %s closed: %r **", self.peer, error)
-            self.down_reason = "bad_frame"
-        finally:
-            self.alive = False
-            try:
-                sock.close()
-            except OSError:
-                pass
-            self.dist.connection_down(self, self.down_reason)
 
 
 class Distribution:
@@ -614,7 +454,7 @@ class Distribution:
                 log.error("** %s sent a control message this node cannot decode: %r **",
                           conn.peer, error)
                 return
-            handler = _HANDLERS.get(op[0]) if type(op) is tuple and op else None
+            handler = HANDLERS.get(op[0]) if type(op) is tuple and op else None
             if handler is None:
                 raise frames.FrameError(f"an unknown control message {op!r:.80}")
             handler(self, conn, *op[1:])
@@ -640,106 +480,3 @@ def _decode_message(body: bytes, offset: int) -> Any:
         return shipment.loads(memoryview(body)[offset:])
     except Exception as error:  # noqa: BLE001 - the receiver learns of it, the link survives
         return UndecodableMessage(str(error), body[offset:])
-
-
-# --- control operations from a peer ---------------------------------------------------------
-
-def _on_link(dist: Distribution, conn: Connection, sender: Pid, target: Pid) -> None:
-    if not P.add_remote_link(sender, target):
-        dist.control(conn.peer, ("exit", target, sender, P.NOPROC), connect=False)
-
-
-def _on_unlink(dist: Distribution, conn: Connection, sender: Pid, target: Pid) -> None:
-    P.remove_remote_link(sender, target)
-
-
-def _on_exit(dist: Distribution, conn: Connection, sender: Pid, target: Pid, reason: Any) -> None:
-    P.remote_exit(sender, target, reason, linked=True)
-
-
-def _on_exit2(dist: Distribution, conn: Connection, sender: Pid, target: Pid, reason: Any) -> None:
-    P.remote_exit(sender, target, reason, linked=False)
-
-
-def _on_monitor(dist: Distribution, conn: Connection, watcher: Pid, target: Any, ref: Ref) -> None:
-    if not P.add_remote_monitor(watcher, target, ref):
-        dist.control(conn.peer, ("down", target, watcher, ref, P.NOPROC), connect=False)
-
-
-def _on_demonitor(dist: Distribution, conn: Connection, watcher: Pid, target: Any,
-                  ref: Ref) -> None:
-    P.remove_remote_monitor(target, ref)
-
-
-def _on_down(dist: Distribution, conn: Connection, target: Any, watcher: Pid, ref: Ref,
-             reason: Any) -> None:
-    P.remote_down(watcher, ref, target, reason)
-
-
-def _on_spawn(dist: Distribution, conn: Connection, ref: Ref, caller: Pid,
-              group_leader: Pid | None, linked: bool, blob: bytes) -> None:
-    try:
-        pid = P.spawn_for_peer(_run_shipped, (blob,), group_leader=group_leader,
-                               link_to=caller if linked else None)
-        result: Any = pid
-    except Exception as error:  # noqa: BLE001
-        result = ("error", repr(error))
-    dist.control(conn.peer, ("spawn_reply", ref, caller, result, linked), connect=False)
-
-
-def _run_shipped(blob: bytes) -> None:
-    # Decoded in the new process, so a function that cannot be rebuilt here (another
-    # Python version, a module this node lacks) becomes this process's crash reason,
-    # which reaches the linked caller.
-    payload = shipment.loads(blob)
-    if payload[0] == "mfa":
-        _, module, function, args = payload
-        shipment.import_function(module, function)(*args)
-    else:
-        _, fn, args = payload
-        fn(*args)
-
-
-def _on_spawn_reply(dist: Distribution, conn: Connection, ref: Ref, caller: Pid, result: Any,
-                    linked: bool) -> None:
-    # The link is recorded by the runtime here, in frame order, so an exit signal that
-    # follows is not missed.
-    if not P.spawn_reply(caller, ref, result, linked=linked):
-        if linked and isinstance(result, Pid):
-            dist.control(conn.peer, ("exit", caller, result, P.NOPROC), connect=False)
-
-
-def _on_info(dist: Distribution, conn: Connection, ref: Ref, caller: Pid, target: Pid) -> None:
-    dist.control(conn.peer, ("reply", ref, caller, P.info(target)), connect=False)
-
-
-def _on_reply(dist: Distribution, conn: Connection, ref: Ref, caller: Pid, value: Any) -> None:
-    P.reply(caller, ref, value)
-
-
-_HANDLERS = {
-    "link": _on_link,
-    "unlink": _on_unlink,
-    "exit": _on_exit,
-    "exit2": _on_exit2,
-    "monitor": _on_monitor,
-    "demonitor": _on_demonitor,
-    "down": _on_down,
-    "spawn": _on_spawn,
-    "spawn_reply": _on_spawn_reply,
-    "info": _on_info,
-    "reply": _on_reply,
-}
-
-
-def register_handler(op: str, handler: Any) -> None:
-    """Teach this node a new control operation from peers (used by tracing).
-
-    ``handler(dist, conn, *args)`` runs in the connection's reader thread, so it must not
-    block; to answer a :meth:`Distribution.request`, send
-    ``("reply", ref, caller, value)`` back with ``dist.control(conn.peer, ..., connect=False)``.
-    """
-    if op in _HANDLERS:
-        raise ValueError(f"the control operation {op!r} is already defined")
-    _HANDLERS[op] = handler
-

@@ -33,7 +33,7 @@ from nodelab.runtime import processes as P
 COOKIE = "secret_token"  # as in conftest.py
 TICK = 1.0
 STORM = 2.0  # seconds of kills per storm
-DEAD_WITHIN = 3.0  # a killed process is gone within this many seconds
+DEAD_WITHIN = 5.0  # a killed process is gone within this many seconds (a loaded CI machine)
 
 KATE = '''
 from nodelab import receive, register, send, start_group_leader
@@ -153,7 +153,7 @@ def assert_all_dead(killed: list[Any]) -> None:
 
 
 def assert_back_to(baseline: tuple[int, int, int]) -> None:
-    assert wait_until(lambda: load() == baseline, 5.0), (
+    assert wait_until(lambda: load() == baseline, 10.0), (
         f"(processes, busy workers, other threads) is {load()}, was {baseline} before the storm")
 
 

@@ -1,0 +1,194 @@
+"""One authenticated TCP connection to one peer node: frames out (in order, batched in a
+burst, with back-pressure) and frames in (checked, then handed to the node's dispatch).
+
+Writing a frame is a critical section of the sending process (``P.enter_critical``): an
+exit signal never lands between taking the write lock and releasing it, nor between
+spending a sequence number and writing its frame — the peer would refuse every later
+frame. A process killed while it waits for the lock or for a full queue still exits at
+once (the waits are sliced, with ``P.check_exit`` between slices).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from nodelab.dist import frames
+from nodelab.errors import MessageTooLarge
+from nodelab.runtime import processes as P
+
+if TYPE_CHECKING:
+    from nodelab.dist.connections import Distribution
+
+log = logging.getLogger("nodelab")
+
+#: Frames sent closer together than this are written in batches by the flusher thread.
+BURST_GAP = 50e-6
+#: A sender waits when this many bytes are queued for one peer.
+MAX_PENDING = 8 * 1024 * 1024
+
+
+class Connection:
+    """One authenticated TCP connection to one peer node."""
+
+    def __init__(self, dist: Distribution, sock: socket.socket, peer: str,
+                 send_key: bytes, recv_key: bytes, peer_tag: str) -> None:
+        self.dist = dist
+        self.sock = sock
+        self.peer = peer
+        self.peer_tag = peer_tag
+        self.send_mac = frames.mac_state(send_key)
+        self.recv_mac = frames.mac_state(recv_key)
+        self.send_seq = 0
+        self.recv_seq = 0
+        self.write_lock = threading.Lock()
+        self.pending: list[bytes] = []  # frames of a burst, waiting for the flusher
+        self.pending_size = 0
+        self.flushing = False
+        self.alive = True
+        now = time.monotonic()
+        self.last_recv = now
+        self.last_send = now
+        self.down_reason = "connection_closed"
+        self.reader = threading.Thread(target=self._read_loop, daemon=True,
+                                       name=f"nodelab reader {peer}")
+
+    def send_frame(self, kind: int, body: bytes, *, blocking: bool = True) -> bool:
+        """Queue one frame for the peer, in order; False when the connection is gone.
+
+        A frame sent after a pause goes straight to the socket (lowest latency). Frames sent
+        in a burst are gathered and written by the node's flusher thread, many per system
+        call — the BEAM batches a busy connection the same way.
+        """
+        if len(body) > frames.MAX_MESSAGE:
+            raise MessageTooLarge(
+                f"a message of {len(body)} bytes is larger than the limit of "
+                f"{frames.MAX_MESSAGE} bytes for {self.peer}: send a smaller message, or raise "
+                "NODELAB_MAX_MESSAGE on both nodes"
+            )
+        # Masked: an exit signal to the sending process never lands between taking the
+        # write lock and releasing it, nor between spending a sequence number and writing
+        # its frame (the peer would refuse every later frame). The process still exits at
+        # once if it is killed while it waits for the lock or for a full queue.
+        token = P.enter_critical()
+        try:
+            if blocking:
+                P.wait_lock(self.write_lock)
+            elif not self.write_lock.acquire(False):
+                return False
+            try:
+                return self._write(kind, body)
+            finally:
+                self.write_lock.release()
+                if self.pending_size > MAX_PENDING:
+                    self._wait_for_flush()
+        finally:
+            P.leave_critical(token)
+
+    def _write(self, kind: int, body: bytes) -> bool:
+        # Called with the write lock held.
+        if not self.alive:
+            return False
+        frame = frames.encode(self.send_mac, self.send_seq, kind, body)
+        now = time.monotonic()
+        if self.pending or self.flushing or now - self.last_send < BURST_GAP:
+            self.pending.append(frame)
+            self.pending_size += len(frame)
+            self.send_seq += 1
+            self.last_send = now
+            if not self.flushing:
+                self.flushing = True
+                self.dist.flush_queue.put(self)
+            return True
+        try:
+            self.sock.sendall(frame)
+        except OSError:
+            self.alive = False
+            return False
+        self.send_seq += 1
+        self.last_send = time.monotonic()
+        return True
+
+    def _wait_for_flush(self) -> None:
+        # Back-pressure: a sender that runs far ahead of the socket waits for the flusher
+        # (in slices: a kill ends the wait; the frame is queued already).
+        deadline = time.monotonic() + 30
+        while self.pending_size > MAX_PENDING // 2 and self.alive and time.monotonic() < deadline:
+            P.check_exit()
+            time.sleep(0.0005)
+
+    def flush_pending(self) -> None:
+        """Write the gathered frames (the flusher thread calls this)."""
+        while True:
+            with self.write_lock:
+                if not self.pending or not self.alive:
+                    self.pending.clear()
+                    self.pending_size = 0
+                    self.flushing = False
+                    return
+                data = b"".join(self.pending)
+                self.pending.clear()
+                self.pending_size = 0
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self.alive = False
+
+    def close(self, reason: str) -> None:
+        if self.alive:
+            self.down_reason = reason
+        self.alive = False
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _read_loop(self) -> None:
+        sock = self.sock
+        buffer = bytearray()
+        header = frames.HEADER
+        mac_size = frames.MAC_SIZE
+        limit = frames.MAX_MESSAGE + 1 + mac_size
+        try:
+            while True:
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                self.last_recv = time.monotonic()
+                buffer += data
+                offset = 0
+                size = len(buffer)
+                while size - offset >= 4:
+                    (length,) = frames.LENGTH.unpack_from(buffer, offset)
+                    if length > limit or length < 1 + mac_size:
+                        raise frames.FrameError(f"a frame of {length} bytes")
+                    if size - offset - 4 < length:
+                        break
+                    _, kind, mac = header.unpack_from(buffer, offset)
+                    body = bytes(buffer[offset + 4 + 1 + mac_size : offset + 4 + length])
+                    offset += 4 + length
+                    if frames.mac(self.recv_mac, self.recv_seq, kind, body) != mac:
+                        raise frames.FrameError("a frame whose MAC does not match")
+                    self.recv_seq += 1
+                    self.dist.dispatch(self, kind, body)
+                if offset:
+                    del buffer[:offset]
+        except frames.FrameError as error:
+            log.error("** Connection to %s closed: received %s **", self.peer, error)
+            self.down_reason = "bad_frame"
+        except Exception as error:  # noqa: BLE001 - a peer must never take this node down
+            log.error("** Connection to %s closed: %r **", self.peer, error)
+            self.down_reason = "bad_frame"
+        finally:
+            self.alive = False
+            try:
+                sock.close()
+            except OSError:
+                pass
+            self.dist.connection_down(self, self.down_reason)
