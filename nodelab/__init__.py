@@ -11,6 +11,7 @@ send each other messages, link, monitor and supervise each other — across node
 
 from __future__ import annotations
 
+from nodelab.dist import shipment
 from nodelab.dist.names import InvalidNodeName
 from nodelab.runtime.group_leader import start_group_leader
 from nodelab.runtime.pids import Pid, Ref, make_ref
@@ -50,6 +51,8 @@ from .otp import Application, Supervisor, Task, TaskSupervisor
 
 __version__ = "0.1.0"
 
+# The public surface, listed once: the README and docs/architecture.md describe these names,
+# and the prelude below is drawn from them.
 __all__ = [
     "ANY", "AlreadyAlive", "Application", "Supervisor", "Task", "TaskSupervisor",
     "CodeVersionMismatch", "Crash", "InvalidNodeName", "MessageTooLarge",
@@ -58,6 +61,16 @@ __all__ = [
     "receive", "register", "self", "send", "spawn", "spawn_link", "spawn_monitor",
     "start_group_leader", "unlink", "unregister", "whereis",
 ]
+
+#: Names every node's namespace has, as iex has ``Kernel``'s functions everywhere: a function
+#: shipped to a node calls ``send``, ``receive`` or ``Node.self()`` there without importing
+#: them. All of the public surface but the errors and what a shipped function never calls.
+PRELUDE = tuple(name for name in __all__ if name not in {
+    "AlreadyAlive", "Application", "CodeVersionMismatch", "Crash", "InvalidNodeName",
+    "MessageTooLarge", "NoConnection", "NodelabError", "NotAlive", "ProcessExit",
+    "Supervisor", "start_group_leader",
+})
+shipment.set_prelude({name: globals()[name] for name in PRELUDE})
 
 
 def load_ipython_extension(ipython) -> None:

@@ -250,31 +250,22 @@ def run(payload: Any) -> Any:
 
 # --- the prelude --------------------------------------------------------------------------------
 
-#: Names every node's namespace has, like the functions of Elixir's ``Kernel`` that iex
-#: has everywhere: a function shipped to a node can call ``send`` or ``receive`` there
-#: without that node importing them first.
-PRELUDE = (
-    "ANY", "Node", "Pid", "Process", "Ref", "demonitor", "exit", "flush", "group_leader",
-    "link", "make_ref", "monitor", "on", "receive", "register", "self", "send", "spawn",
-    "spawn_link", "spawn_monitor", "unlink", "unregister", "whereis", "Task", "TaskSupervisor",
-)
-
-#: The objects of the prelude, given by the package (:func:`set_prelude`): they come from
-#: every layer, and this module sits below most of them.
+#: The prelude: names every node's namespace has, like the functions of Elixir's ``Kernel``
+#: that iex has everywhere, so a function shipped to a node can call ``send`` or ``receive``
+#: there without that node importing them first. The package chooses them from its public
+#: surface (``nodelab.PRELUDE``) and hands them down: they come from every layer, and this
+#: module sits below most of them.
 _prelude: dict[str, Any] = {}
 
 
 def set_prelude(values: Mapping[str, Any]) -> None:
-    """Give the objects the :data:`PRELUDE` names stand for (``nodelab`` does, on import)."""
-    missing = [name for name in PRELUDE if name not in values]
-    if missing:
-        raise ValueError(f"the prelude lacks {', '.join(missing)}")
+    """Give the names and objects of the prelude (``nodelab`` does, on import)."""
     _prelude.clear()
-    _prelude.update((name, values[name]) for name in PRELUDE)
+    _prelude.update(values)
 
 
 def install_prelude(namespace: dict[str, Any]) -> None:
-    """Add the :data:`PRELUDE` names to ``namespace`` where it has none of its own."""
+    """Add the prelude's names to ``namespace`` where it has none of its own."""
     if not _prelude:
         raise RuntimeError("the prelude is not set: import nodelab first")
     for name, value in _prelude.items():

@@ -16,9 +16,7 @@ The names Elixir's standard library gives them::
 * :func:`call` — the request/reply of every server here (a minimal ``GenServer.call``).
 """
 
-from nodelab.dist import shipment
-from nodelab.node import Node, Process, set_application_starter
-from nodelab.runtime import pids, processes
+from nodelab.node import set_application_starter
 
 from .application import Application
 from .config import config, config_env, import_config, load_config
@@ -41,12 +39,6 @@ from .task_supervisor import TaskSupervisor
 # ``Node.start(name, app="chat")`` starts an application; the node layer lies below this one
 # and cannot import it, so the OTP layer tells it how.
 set_application_starter(Application.ensure_all_started)
-
-# Every node's namespace has the names of the prelude (``nodelab.dist.shipment.PRELUDE``: the
-# process functions, Node, Task, ...), as iex has Kernel's. The OTP layer is the lowest that
-# sees all of them, so it hands them down.
-shipment.set_prelude({**vars(processes), **vars(pids), "Node": Node, "Process": Process,
-                      "Task": Task, "TaskSupervisor": TaskSupervisor})
 
 __all__ = [
     "Application", "ApplicationError", "CallError", "CallNoConnection", "CallTimeout",
