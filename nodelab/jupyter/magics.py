@@ -3,6 +3,7 @@
 ==============================  ==========================================================
 ``%node --sname alex``          this kernel becomes the node ``alex@localhost``
 ``%node start kate``            start node ``kate`` as its own kernel ("a second terminal")
+``%node start kate --elixir``   start ``kate`` as a real Elixir node; ``%%node kate`` is Elixir
 ``%node stop kate``             stop it
 ``%%node kate``                 run the cell as if typed in kate's window
 ``%spawn_link kate EXPR``       ``Node.spawn_link(kate, lambda: EXPR)``; prints land here
@@ -21,6 +22,7 @@ A failure at run time (a dead node, a name in use) is one line too, and the cell
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -130,7 +132,11 @@ class NodeMagics(Magics):
     @argument("--name", metavar="NAME@HOST", help="this kernel becomes node NAME@HOST")
     @argument("--cookie", metavar="COOKIE",
               help="the shared secret (start: default is this node's cookie)")
-    @argument("--app", metavar="APP", help="start this application on the node, e.g. chat")
+    @argument("--app", metavar="APP", help="start this application on the node, e.g. chat "
+              "(with --elixir: the directory of a mix project, run with mix run)")
+    @argument("--elixir", action="store_const", const=True, default=None,
+              help="start: a real Elixir node (elixir --sname NODE --no-halt); %%%%node NODE "
+                   "cells are then Elixir")
     @line_magic
     def node(self, line: str) -> Any:
         """Name this kernel's node, or start and stop other nodes.
@@ -140,13 +146,17 @@ class NodeMagics(Magics):
           %node --sname alex [--cookie secret_token] [--app chat]
           %node --name alex@192.0.2.10 [--cookie C]
           %node start kate [--cookie C] [--app chat]
+          %node start kate --elixir [--cookie C] [--app PATH_OF_A_MIX_PROJECT]
           %node stop kate
           %node                      # which node is this?
 
         ``--sname alex`` makes this kernel the node ``alex@localhost`` (like
         ``iex --sname alex@localhost``). ``start kate`` opens node ``kate`` as its own kernel
         process — the lesson's second terminal window — with this node's cookie unless
-        ``--cookie`` says otherwise; ``%%node kate`` then runs cells in it.
+        ``--cookie`` says otherwise; ``%%node kate`` then runs cells in it. With
+        ``--elixir`` kate is a real Elixir node (``elixir --sname kate@localhost --cookie C
+        --no-halt``; needs Erlang and Elixir installed) and ``%%node kate`` cells are Elixir,
+        evaluated as if typed into kate's iex. Nodes started here stop with this kernel.
         """
         args = parse_arguments(self.node, line)
         try:
@@ -164,19 +174,27 @@ class NodeMagics(Magics):
 
     @staticmethod
     def _only(args: argparse.Namespace, subcommand: str, allowed: tuple[str, ...]) -> None:
-        for option in ("sname", "name", "cookie", "app"):
+        for option in ("sname", "name", "cookie", "app", "elixir"):
             if getattr(args, option) is not None and option not in allowed:
                 here = ", ".join(f"--{a}" for a in allowed) if allowed else "none"
                 raise UsageError(f"--{option} is not an option of %node {subcommand}: "
                                  f"the options here are {here}")
 
     def _start(self, args: argparse.Namespace) -> None:
-        self._only(args, "start", ("app", "cookie"))
+        self._only(args, "start", ("app", "cookie", "elixir"))
         if len(args.nodes) != 1:
             raise UsageError("say which node to start, e.g. %node start kate")
+        node = full_node_name(args.nodes[0])
         cookie = args.cookie or Node.get_cookie()
-        started = windows.start_window(full_node_name(args.nodes[0]), cookie=cookie,
-                                       app=args.app)
+        if args.elixir:
+            if args.app is not None and not os.path.isfile(os.path.join(args.app, "mix.exs")):
+                raise UsageError(f"with --elixir, --app takes the directory of a mix project "
+                                 f"(one with a mix.exs); {args.app} is not one")
+            started = windows.start_window(node, cookie=cookie, app=args.app, elixir=True)
+            print(f"started {started.node}, a real Elixir node: %%node "
+                  f"{args.nodes[0].split('@')[0]} cells are Elixir")
+            return
+        started = windows.start_window(node, cookie=cookie, app=args.app)
         print(f"started {started.node} in a kernel process of its own")
 
     def _stop(self, args: argparse.Namespace) -> None:
@@ -192,6 +210,8 @@ class NodeMagics(Magics):
                 raise UsageError(f"{node} was not started from this notebook")
 
     def _name_this_node(self, args: argparse.Namespace) -> str | None:
+        if args.elixir:
+            raise UsageError("--elixir starts another node: %node start kate --elixir")
         if all(getattr(args, option) is None for option in ("sname", "name", "cookie", "app")):
             return Node.self()
         name = args.sname or args.name
@@ -220,7 +240,10 @@ class NodeMagics(Magics):
         """Run this cell as if typed in another node's window: ``%%node kate``.
 
         The code runs in kate's kernel; its output, and whatever kate's own processes
-        printed since the last look, appear here, each line marked ``kate@localhost>``.
+        printed since the last look, appear here, each line marked ``[kate@localhost]``.
+        When kate was started with ``%node start kate --elixir`` the cell is Elixir,
+        evaluated as if typed into kate's iex: variables and aliases carry over to the next
+        cell, the value is shown as ``inspect`` shows it, an error as iex prints it.
         """
         args = parse_arguments(self.node_cell, line,
                                missing="say which node runs the cell, e.g. %%node kate")
@@ -292,9 +315,14 @@ class NodeMagics(Magics):
     @magic_arguments()
     @line_magic
     def nodes(self, line: str) -> Any:
-        """``%nodes``: this node, the node kernels this notebook started, and connections."""
+        """``%nodes``: this node, the nodes this notebook started, and connections.
+
+        A node started with ``%node start NODE --elixir`` is marked ``(BEAM)``: a real
+        Elixir node, whose ``%%node NODE`` cells are Elixir.
+        """
         parse_arguments(self.nodes, line)
-        started = windows.started_nodes()
+        started = [item.node + (" (BEAM)" if item.kind == "BEAM" else "")
+                   for item in windows.started_windows()]
         print(f"this node:  {Node.self()}")
         print(f"started:    {', '.join(started) if started else '(none)'}")
         connected = Node.list()

@@ -83,7 +83,8 @@ from ..errors import NodelabError
 
 __all__ = [
     "ExecuteResult", "NodeKernel", "NodeKernelDied", "NodeKernelError", "NodeKernelTimeout",
-    "OutputCallback", "run_dir", "running_kernels", "shutdown_all", "start_node_kernel",
+    "OutputCallback", "on_parent_shutdown", "run_dir", "running_kernels", "shutdown_all",
+    "start_node_kernel",
     "sweep_stale",
 ]
 
@@ -270,9 +271,43 @@ def shutdown_all(timeout: float = SHUTDOWN_TIMEOUT) -> None:
         kernel.kill()
 
 
+#: Other things this process started that stop with its kernel (BEAM windows):
+#: ``hook(timeout)``, run beside :func:`shutdown_all`.
+_parent_shutdown_hooks: list[Callable[[float], None]] = []
+
+
+def on_parent_shutdown(hook: Callable[[float], None]) -> None:
+    """Run ``hook(timeout)`` too when this kernel is shut down or restarted, or this process
+    exits: at the same moments, and within the same budget, as the node kernels stop."""
+    global _atexit_registered
+    with _registry_lock:
+        if hook not in _parent_shutdown_hooks:
+            _parent_shutdown_hooks.append(hook)
+        if not _atexit_registered:
+            atexit.register(_at_exit)
+            _atexit_registered = True
+    _hook_parent_kernel_shutdown()
+
+
+def _stop_for_parent(timeout: float) -> None:
+    """:func:`shutdown_all` and the other hooks, side by side."""
+    with _registry_lock:
+        hooks = list(_parent_shutdown_hooks)
+    threads = [threading.Thread(target=hook, args=(timeout,), daemon=True,
+                                name="nodelab stop on shutdown") for hook in hooks]
+    for thread in threads:
+        thread.start()
+    try:
+        shutdown_all(timeout=timeout)
+    finally:
+        deadline = time.monotonic() + timeout + 1.0
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
 def _at_exit() -> None:
     try:
-        shutdown_all(timeout=PARENT_SHUTDOWN_BUDGET)
+        _stop_for_parent(PARENT_SHUTDOWN_BUDGET)
     except Exception:  # noqa: BLE001 - exiting: the children's parent poller is the backstop
         pass
 
@@ -311,7 +346,7 @@ def _hook_parent_kernel_shutdown() -> None:
     async def do_shutdown(restart: bool) -> Any:
         # ipykernel awaits do_shutdown (a plain return value works too, with a warning).
         try:
-            shutdown_all(timeout=PARENT_SHUTDOWN_BUDGET)
+            _stop_for_parent(PARENT_SHUTDOWN_BUDGET)
         except Exception:  # noqa: BLE001 - the parent's shutdown must go on regardless
             pass
         reply = original(restart)

@@ -12,6 +12,10 @@ into it, and what the node's *own* processes printed meanwhile (a supervised tas
 ran on kate prints there, because its group leader is kate's). The second kind is kept in
 kate until the next ``%%node kate`` cell looks, so it is never lost and always shown in a
 cell that is still running — which is what keeps nbval's view of the notebook stable.
+
+A window can also be a real Elixir node (``%node start kate --elixir``): see
+:mod:`nodelab.jupyter.beam_windows`. Both kinds live in one table here, and both label
+what they show with :class:`Labeller`.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ import os
 import shlex
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NodelabError
+
+if TYPE_CHECKING:
+    from .beam_windows import BeamWindow
 
 #: Set in the environment of a window kernel: its node's own output is kept for the
 #: notebook that opened it.
@@ -35,22 +42,54 @@ _windows: dict[str, Window] = {}
 _lock = threading.Lock()
 
 
+class Labeller:
+    """Writes another node's text into the running cell, each line marked with the node::
+
+        [kate@localhost] Hi, my name is Kate
+
+    A piece of text that does not end a line is continued by the next piece of the same
+    stream without a second mark (``IO.write "a"`` then ``IO.puts "b"`` is one line).
+    """
+
+    def __init__(self, node: str) -> None:
+        self.prefix = f"[{node}] "
+        self._at_line_start = {"stdout": True, "stderr": True}
+
+    def write(self, stream: str, text: str) -> None:
+        if not text:
+            return
+        lines = text.splitlines(keepends=True)
+        marked = "".join(line if index == 0 and not self._at_line_start[stream]
+                         else self.prefix + line for index, line in enumerate(lines))
+        self._at_line_start[stream] = text.endswith(("\n", "\r"))
+        (sys.stdout if stream == "stdout" else sys.stderr).write(marked)
+
+    def end_lines(self) -> None:
+        """End a line left open, so that what comes next (a value) starts a line of its own."""
+        for stream, at_start in self._at_line_start.items():
+            if not at_start:
+                self.write(stream, "\n")
+
+
 class Window:
     """A node kernel that this notebook started, and the way to type into it."""
+
+    kind = "nodelab"
 
     def __init__(self, node: str, kernel: Any) -> None:
         self.node = node
         self.kernel = kernel
+        self._labeller = Labeller(node)
 
     @property
     def os_pid(self) -> int:
         return self.kernel.os_pid
 
+    def alive(self) -> bool:
+        return self.kernel.is_alive()
+
     def _relay(self, stream: str, text: str) -> None:
-        prefix = f"[{self.node}] "
-        lines = text.splitlines(keepends=True)
-        target = sys.stdout if stream == "stdout" else sys.stderr
-        target.write("".join(prefix + line for line in lines))
+        self._labeller.write(stream, text)
 
     def _execute(self, code: str) -> Any:
         result = self.kernel.execute(code, on_output=self._relay, timeout=CELL_TIMEOUT)
@@ -69,6 +108,7 @@ class Window:
         result = self._execute(cell)
         self._execute("__import__('nodelab.jupyter.windows').jupyter.windows.show_pending()")
         value = getattr(result, "result_text", None)
+        self._labeller.end_lines()
         if value:
             self._relay("stdout", value + "\n")
         error = getattr(result, "error", None)
@@ -81,14 +121,24 @@ class Window:
         self.kernel.shutdown()
 
 
-def start_window(node: str, *, cookie: str | None = None, app: str | None = None) -> Window:
-    """Start ``node`` as its own kernel process and wait until it is up."""
-    from .node_kernels import start_node_kernel
+def start_window(node: str, *, cookie: str | None = None, app: str | None = None,
+                 elixir: bool = False) -> Window | BeamWindow:
+    """Start ``node`` as its own kernel process (``elixir``: as a real Elixir node) and
+    wait until it is up."""
+    from .node_kernels import on_parent_shutdown, start_node_kernel
 
     with _lock:
-        if node in _windows and _windows[node].kernel.is_alive():
+        if node in _windows and _windows[node].alive():
             raise NodelabError(f"{node} is already running: use %%node {node.split('@')[0]} "
                                f"to type into it, or %node stop {node.split('@')[0]}")
+    if elixir:
+        from .beam_windows import start_beam_window
+
+        on_parent_shutdown(stop_beam_windows)
+        beam = start_beam_window(node, cookie=cookie, app=app)
+        with _lock:
+            _windows[node] = beam
+        return beam
     # The %node line of the new kernel, quoted as a shell would: a cookie may hold spaces.
     words = ["--name" if _is_long(node) else "--sname", node]
     if cookie:
@@ -115,10 +165,10 @@ def _is_long(node: str) -> bool:
     return parse_node_name(node).long
 
 
-def window(node: str) -> Window:
+def window(node: str) -> Window | BeamWindow:
     with _lock:
         found = _windows.get(node)
-    if found is None or not found.kernel.is_alive():
+    if found is None or not found.alive():
         short = node.split("@")[0]
         raise NodelabError(f"{node} is not running from this notebook: start it with "
                            f"%node start {short}")
@@ -134,7 +184,19 @@ def stop_window(node: str) -> bool:
     return True
 
 
+def stop_beam_windows(timeout: float = 2.0) -> None:
+    """Stop the BEAM windows, all at once (the kernel is shutting down)."""
+    from .beam_windows import BeamWindow, stop_windows
+
+    with _lock:
+        found = [item for item in _windows.values() if isinstance(item, BeamWindow)]
+        for item in found:
+            _windows.pop(item.node, None)
+    stop_windows(found, timeout)
+
+
 def stop_all() -> None:
+    stop_beam_windows()
     with _lock:
         found = list(_windows.values())
         _windows.clear()
@@ -147,7 +209,14 @@ def stop_all() -> None:
 
 def started_nodes() -> list[str]:
     with _lock:
-        return sorted(node for node, item in _windows.items() if item.kernel.is_alive())
+        return sorted(node for node, item in _windows.items() if item.alive())
+
+
+def started_windows() -> list[Window | BeamWindow]:
+    """The windows this notebook started that are still up, by node name."""
+    with _lock:
+        return sorted((item for item in _windows.values() if item.alive()),
+                      key=lambda item: item.node)
 
 
 # --- the window kernel's side ------------------------------------------------------------

@@ -1,0 +1,250 @@
+"""``%node start kate --elixir``: a real Elixir node as the notebook's second window.
+
+Real kernels, real BEAM: a kernel becomes alex, starts kate as ``elixir --sname
+kate@localhost``, and ``%%node kate`` cells are Elixir evaluated there. The node must end
+with the kernel, whether the kernel is shut down or SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("elixir") is None or shutil.which("erl") is None,
+    reason="Elixir/Erlang are not installed: apt-get install erlang-base elixir")
+
+#: How long a BEAM node may take to go after its kernel went (it stops by itself).
+GONE_DEADLINE = 15.0
+LOAD = 'get_ipython().extension_manager.load_extension("nodelab")'
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat[stat.rfind(")") + 2] not in "ZX"
+
+
+def wait_gone(pid: int, deadline: float = GONE_DEADLINE) -> float:
+    start = time.monotonic()
+    while alive(pid):
+        if time.monotonic() - start > deadline:
+            pytest.fail(f"process {pid} ({Path(f'/proc/{pid}/cmdline').read_bytes()[:60]!r}) "
+                        f"still runs {deadline} s later")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def beam_pids() -> set[int]:
+    """``beam.smp`` processes of this test run."""
+    tag = f"NODELAB_TEST_RUN={os.environ.get('NODELAB_TEST_RUN', '')}".encode()
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            command = Path(f"/proc/{entry}/cmdline").read_bytes()
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if b"beam.smp" in command and tag in environ.split(b"\0") and alive(int(entry)):
+            found.add(int(entry))
+    return found
+
+
+class Kernel:
+    """A real kernel with nodelab loaded; ``run`` gives back what a cell shows."""
+
+    def __init__(self) -> None:
+        self.manager, self.client = start_new_kernel(kernel_name="python3")
+        self.run(LOAD)
+
+    @property
+    def pid(self) -> int:
+        return self.manager.provisioner.process.pid
+
+    def run(self, code: str, timeout: float = 90.0) -> dict[str, str]:
+        shown = {"stdout": "", "stderr": "", "result": "", "error": ""}
+
+        def hook(message: dict) -> None:
+            kind, content = message["msg_type"], message["content"]
+            if kind == "stream":
+                shown[content["name"]] += content["text"]
+            elif kind == "execute_result":
+                shown["result"] += content["data"]["text/plain"]
+            elif kind == "error":
+                shown["error"] += f"{content['ename']}: {content['evalue']}"
+
+        self.client.execute_interactive(code, timeout=timeout, output_hook=hook)
+        return shown
+
+    def beam_pid(self, node: str) -> int:
+        shown = self.run("from nodelab.jupyter import windows\n"
+                         f"windows.window({node!r}).os_pid")
+        return int(shown["result"])
+
+    def shutdown(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=False)
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+        self.manager.provisioner.process.wait(10)
+        self.client.stop_channels()
+        self.manager.cleanup_resources()
+
+
+@pytest.fixture(scope="module")
+def notebook():
+    kernel = Kernel()
+    try:
+        started = time.monotonic()
+        cells = {
+            "name": kernel.run("%node --sname alex"),
+            "start": kernel.run("%node start kate --elixir"),
+        }
+        cells["start_seconds"] = time.monotonic() - started
+        cells["kate_pid"] = kernel.beam_pid("kate@localhost")
+        cells["kate_command"] = Path(f"/proc/{cells['kate_pid']}/cmdline").read_bytes()
+        cells["hi"] = kernel.run('%%node kate\nIO.puts "Hi, my name is Kate"\nname = "Kate"\n'
+                                 'String.length(name) + 1')
+        cells["kept"] = kernel.run("%%node kate\n{name, self() |> is_pid()}")
+        cells["compile_error"] = kernel.run("%%node kate\nundefined_thing(name)")
+        cells["raise"] = kernel.run('%%node kate\nraise "boom"')
+        cells["after_errors"] = kernel.run("%%node kate\nname <> \"!\"")
+        cells["spawn"] = kernel.run('%%node kate\nspawn(fn -> Process.sleep(300); '
+                                    'IO.puts("late from #{node()}") end)\n:spawned')
+        time.sleep(0.6)
+        cells["next_look"] = kernel.run("%%node kate\n1 + 1")
+        rounds = []
+        for _ in range(5):
+            begun = time.monotonic()
+            kernel.run("%%node kate\n:ok")
+            rounds.append(time.monotonic() - begun)
+        cells["round_trip"] = sorted(rounds)[2]
+        cells["nodes"] = kernel.run("%nodes")
+        cells["stop_option"] = kernel.run("%node stop kate --elixir")
+        cells["bad_app"] = kernel.run("%node start moebi --elixir --app /nonexistent")
+        cells["stop"] = kernel.run("%node stop kate")
+        cells["stopped_cell"] = kernel.run("%%node kate\n1")
+        # Without elixir on PATH: one line that says how to install it, and nothing else.
+        cells["no_elixir"] = kernel.run(
+            "import os, tempfile\n"
+            "_saved_path, os.environ['PATH'] = os.environ['PATH'], tempfile.mkdtemp()\n"
+            "try:\n"
+            "    get_ipython().run_line_magic('node', 'start nobody --elixir')\n"
+            "finally:\n"
+            "    os.environ['PATH'] = _saved_path")
+        cells["lives"] = kernel.run("%nodes")
+        # A BEAM window still open when the kernel is shut down stops with it.
+        kernel.run("%node start moebi --elixir")
+        cells["moebi_pid"] = kernel.beam_pid("moebi@localhost")
+    except BaseException:
+        kernel.kill()
+        raise
+    cells["kernel"] = kernel
+    yield cells
+    if kernel.manager.is_alive():
+        kernel.kill()
+
+
+def test_start_says_kate_is_a_real_elixir_node(notebook) -> None:
+    assert notebook["name"]["stderr"] == ""
+    assert notebook["start"]["stderr"] == ""
+    assert notebook["start"]["stdout"] == ("started kate@localhost, a real Elixir node: "
+                                           "%%node kate cells are Elixir\n")
+    assert b"beam.smp" in notebook["kate_command"]
+    assert b"kate@localhost" in notebook["kate_command"]
+    print(f"BEAM window start: {notebook['start_seconds']:.2f} s")
+
+
+def test_a_cell_prints_labelled_lines_and_its_value_as_inspect(notebook) -> None:
+    cell = notebook["hi"]
+    assert cell["stdout"] == "[kate@localhost] Hi, my name is Kate\n[kate@localhost] 5\n"
+    assert cell["stderr"] == "" and cell["error"] == ""
+
+
+def test_variables_carry_over_like_iex(notebook) -> None:
+    assert notebook["kept"]["stdout"] == '[kate@localhost] {"Kate", true}\n'
+
+
+def test_errors_show_as_the_beam_prints_them_and_the_next_cell_works(notebook) -> None:
+    compile_error = notebook["compile_error"]
+    assert compile_error["stderr"] == ("[kate@localhost] ** (CompileError) iex:1: undefined "
+                                       "function undefined_thing/1 (there is no such import)\n")
+    assert compile_error["stdout"] == "" and compile_error["error"] == ""
+    assert notebook["raise"]["stderr"] == "[kate@localhost] ** (RuntimeError) boom\n"
+    assert notebook["after_errors"]["stdout"] == '[kate@localhost] "Kate!"\n'
+
+
+def test_late_output_of_a_spawned_process_reaches_the_next_look(notebook) -> None:
+    assert notebook["spawn"]["stdout"] == "[kate@localhost] :spawned\n"
+    assert notebook["next_look"]["stdout"] == ("[kate@localhost] late from kate@localhost\n"
+                                               "[kate@localhost] 2\n")
+    print(f"%%node kate round trip (median of 5, from the test): "
+          f"{notebook['round_trip'] * 1000:.1f} ms")
+    assert notebook["round_trip"] < 1.0
+
+
+def test_nodes_marks_beam_nodes(notebook) -> None:
+    assert notebook["nodes"]["stdout"].splitlines()[:2] == [
+        "this node:  alex@localhost", "started:    kate@localhost (BEAM)"]
+    assert notebook["lives"]["stdout"].splitlines()[1] == "started:    (none)"
+
+
+def test_bad_input_gets_one_line(notebook) -> None:
+    for cell, start in [(notebook["stop_option"], "UsageError: --elixir is not an option of "
+                                                  "%node stop"),
+                        (notebook["bad_app"], "UsageError: with --elixir, --app takes the "
+                                              "directory of a mix project")]:
+        assert cell["stderr"].startswith(start), cell
+        assert cell["stderr"].count("\n") == 1 and cell["error"] == ""
+
+
+def test_stop_ends_the_beam(notebook) -> None:
+    assert notebook["stop"]["stdout"] == "stopped kate@localhost\n"
+    wait_gone(notebook["kate_pid"])
+    assert notebook["stopped_cell"]["stderr"].startswith(
+        "NodelabError: kate@localhost is not running from this notebook")
+
+
+def test_without_elixir_one_line_says_how_to_install_it(notebook) -> None:
+    cell = notebook["no_elixir"]
+    assert cell["stdout"] == "" and cell["error"] == ""
+    assert cell["stderr"].count("\n") == 1, cell
+    assert "apt-get install erlang-base elixir" in cell["stderr"]
+    assert "https://elixir-lang.org/install.html" in cell["stderr"]
+    assert notebook["lives"]["stdout"].startswith("this node:  alex@localhost")
+
+
+def test_kernel_shutdown_stops_its_beam_nodes(notebook) -> None:
+    kernel, pid = notebook["kernel"], notebook["moebi_pid"]
+    assert alive(pid)
+    kernel.shutdown()
+    wait_gone(pid)
+
+
+def test_a_killed_kernel_takes_its_beam_node_along() -> None:
+    before = beam_pids()
+    kernel = Kernel()
+    try:
+        shown = kernel.run("%node start kate2 --elixir --cookie secret_token")
+        assert shown["stderr"] == "", shown
+        pid = kernel.beam_pid("kate2@localhost")
+        assert kernel.run("%%node kate2\nNode.get_cookie()")["stdout"] == (
+            "[kate2@localhost] :secret_token\n")
+    except BaseException:
+        kernel.kill()
+        raise
+    kernel.kill()
+    wait_gone(pid)
+    assert beam_pids() <= before
