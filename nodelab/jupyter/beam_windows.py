@@ -260,13 +260,15 @@ class BeamWindow:
             if not self.alive():
                 raise self._gone()
             self._show_pending()
+            if not cell.strip():  # an empty line in iex: a new prompt, no value
+                return
             request = str(next(self._ids))
             line = f"eval {request} {base64.b64encode(cell.encode()).decode()}\n"
             self._send(line)
             try:
                 answer = self._wait_answer(request, time.monotonic() + CELL_TIMEOUT, None)
             except KeyboardInterrupt:
-                answer = self._interrupt(request, "interrupted")
+                answer = self._interrupt(request, "was interrupted")
             except TimeoutError:
                 answer = self._interrupt(request, f"did not finish within {CELL_TIMEOUT:g} s")
             # Warnings the cell wrote on stderr come before its answer's sync mark.
@@ -349,19 +351,25 @@ class BeamWindow:
                 pass
 
     def _gone(self, doing: str | None = None) -> NodelabError:
+        status = None
+        if self.proc is not None:
+            try:
+                status = self.proc.wait(2.0)  # its pipes closed: it is ending
+            except subprocess.TimeoutExpired:
+                pass
+        if doing is not None:  # it never answered: say why, from what it printed
+            return NodelabError(f"{self.node} could not {doing}: it stopped (exit status "
+                                f"{status}){self._why()}")
         short = self.node.split("@")[0]
-        status = self.proc.poll() if self.proc is not None else None
-        what = f"could not {doing}: it" if doing else "has"
-        reason = self._why() if doing else ""
-        return NodelabError(f"{self.node} {what} stopped (exit status {status}){reason}; "
-                            f"start it again with %node start {short} --elixir")
+        return NodelabError(f"{self.node} has stopped (exit status {status}); start it again "
+                            f"with %node start {short} --elixir")
 
     def _why(self) -> str:
         with self._changed:
             text = "".join(t for s, t in self._pending if s == "stderr")
         if "seems to be in use" in text:
-            return (f": the name {self.node} is taken by another node "
-                    "(`epmd -names` lists them): stop that node or choose another name")
+            return (f": the name {self.node} is taken by another node (`epmd -names` lists "
+                    "them): stop that node or choose another name")
         return self._tail()
 
     def _tail(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -104,7 +105,10 @@ class Kernel:
 
 
 @pytest.fixture(scope="module")
-def notebook():
+def notebook(tmp_path_factory):
+    chat = tmp_path_factory.mktemp("mix") / "chat_ex"
+    shutil.copytree(Path(__file__).parents[2] / "lessons" / "chat_ex", chat,
+                    ignore=shutil.ignore_patterns("_build", "deps"))
     kernel = Kernel()
     try:
         started = time.monotonic()
@@ -131,7 +135,17 @@ def notebook():
             kernel.run("%%node kate\n:ok")
             rounds.append(time.monotonic() - begun)
         cells["round_trip"] = sorted(rounds)[2]
+        threading.Timer(1.0, kernel.manager.interrupt_kernel).start()
+        begun = time.monotonic()
+        cells["interrupted"] = kernel.run("%%node kate\nreceive do :never -> :ok end")
+        cells["interrupt_seconds"] = time.monotonic() - begun
+        cells["after_interrupt"] = kernel.run("%%node kate\n40 + 2")
+        cells["taken"] = kernel.run("%node start alex --elixir")
+        cells["app"] = kernel.run(f"%node start chatty --elixir --app {chat}")
+        cells["app_cell"] = kernel.run("%%node chatty\n"
+                                       "is_pid(Process.whereis(Chat.TaskSupervisor))")
         cells["nodes"] = kernel.run("%nodes")
+        kernel.run("%node stop chatty")
         cells["stop_option"] = kernel.run("%node stop kate --elixir")
         cells["bad_app"] = kernel.run("%node start moebi --elixir --app /nonexistent")
         cells["stop"] = kernel.run("%node stop kate")
@@ -197,8 +211,31 @@ def test_late_output_of_a_spawned_process_reaches_the_next_look(notebook) -> Non
 
 def test_nodes_marks_beam_nodes(notebook) -> None:
     assert notebook["nodes"]["stdout"].splitlines()[:2] == [
-        "this node:  alex@localhost", "started:    kate@localhost (BEAM)"]
+        "this node:  alex@localhost", "started:    chatty@localhost (BEAM), kate@localhost (BEAM)"]
     assert notebook["lives"]["stdout"].splitlines()[1] == "started:    (none)"
+
+
+def test_an_interrupt_kills_the_shell_process_as_iex_does(notebook) -> None:
+    cell = notebook["interrupted"]
+    assert cell["stderr"].startswith(
+        "[kate@localhost] the cell was interrupted: its shell process is killed\n"
+        "[kate@localhost] ** (EXIT from #PID<"), cell
+    assert cell["stderr"].endswith(") shell process exited with reason: killed\n")
+    assert cell["error"] == "" and notebook["interrupt_seconds"] < 10
+    assert notebook["after_interrupt"]["stdout"] == "[kate@localhost] 42\n"
+
+
+def test_a_name_in_use_is_one_line(notebook) -> None:
+    cell = notebook["taken"]
+    assert cell["stderr"] == ("NodelabError: alex@localhost could not start: it stopped (exit "
+                              "status 1): the name alex@localhost is taken by another node "
+                              "(`epmd -names` lists them): stop that node or choose another "
+                              "name\n"), cell
+
+
+def test_app_runs_a_mix_project(notebook) -> None:
+    assert notebook["app"]["stderr"] == "", notebook["app"]
+    assert notebook["app_cell"]["stdout"].endswith("[chatty@localhost] true\n")
 
 
 def test_bad_input_gets_one_line(notebook) -> None:

@@ -83,6 +83,8 @@ defmodule NodelabWindow do
 
       {:DOWN, ^ref, :process, pid, reason} ->
         if busy do
+          sync(token, busy)
+
           answer(token, busy, "error", [
             "** (EXIT from #{inspect(pid)}) shell process exited with reason: " <>
               Exception.format_exit(reason)
