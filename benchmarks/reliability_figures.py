@@ -89,8 +89,8 @@ from nodelab import (  # noqa: E402
     unregister,
 )
 from nodelab.dist import (  # noqa: E402
+    erlang_handshake,
     frames,
-    handshake,
     portmapper,
     shipment,
 )
@@ -264,9 +264,9 @@ def section_cookie(quick: bool) -> None:
         for number in range(attempts):
             with socket.create_connection(("127.0.0.1", P.runtime.distribution.port), 3) as sock:
                 try:
-                    handshake.initiate(sock, "wrong_cookie", f"eve{number}@localhost",
-                                       Node.self(), shipment.PYTHON_TAG)
-                except handshake.HandshakeError:
+                    erlang_handshake.initiate(sock, "wrong_cookie", f"eve{number}@localhost",
+                                              Node.self(), 1, python_tag=shipment.PYTHON_TAG)
+                except erlang_handshake.HandshakeError:
                     refused += 1
         took = time.monotonic() - started
         wait_until(lambda: len(lines) >= attempts, 3)
@@ -288,8 +288,9 @@ def _pre_handshake_input(rng: random.Random) -> bytes:
         return struct.pack("!H", rng.randrange(65536)) + rng.randbytes(rng.randrange(64))
     name = rng.choice([b"kate@localhost", b"k\xc3\xa4te@localhost", b"bad name@localhost",
                        rng.randbytes(rng.randrange(70))])
-    payload = (handshake.MAGIC + bytes((len(name),)) + name
-               + rng.randbytes(rng.choice([0, 31, 32, 33])) + b"\x0bcpython-3.x")
+    flags = rng.choice([erlang_handshake.DEFAULT_FLAGS, rng.randrange(2**64)])
+    payload = (b"N" + struct.pack("!QIH", flags, rng.randrange(2**32), len(name)) + name
+               + rng.randbytes(rng.choice([0, 0, 1, 33])))
     data = struct.pack("!H", len(payload)) + payload
     if family == 2:
         return data[: rng.randrange(len(data) + 1)]

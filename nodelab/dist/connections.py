@@ -30,8 +30,10 @@ import threading
 import time
 from typing import Any
 
-from nodelab.dist import frames, handshake, portmapper, shipment
+from nodelab.dist import erlang_handshake as eh
+from nodelab.dist import frames, portmapper, shipment
 from nodelab.dist.names import NodeName, parse_node_name, resolve_host
+from nodelab.runtime import gen_server
 from nodelab.runtime import processes as P
 from nodelab.runtime.pids import Pid, Ref, make_ref
 
@@ -215,12 +217,15 @@ class Distribution:
             host_ip = resolve_host(target.host)
         except (OSError, ValueError):
             return None
-        port = portmapper.lookup(target.name, host_ip, self.mapper_port)
-        if port is None:
+        entry = portmapper.port_please(target.name, host_ip, self.mapper_port)
+        if entry is None:
             return None
         try:
-            sock = socket.create_connection((host_ip, port), timeout=CONNECT_TIMEOUT)
+            sock = socket.create_connection((host_ip, entry.port), timeout=CONNECT_TIMEOUT)
         except OSError:
+            return None
+        if sock.getsockname() == sock.getpeername():  # a loopback self-connect: nobody there
+            sock.close()
             return None
 
         def old_connection_is_stale() -> bool:
@@ -232,27 +237,28 @@ class Distribution:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(HANDSHAKE_TIMEOUT)
-            status, peer_tag, send_key, recv_key = handshake.initiate(
-                sock, self.cookie_for(node), self.full_name, node, shipment.PYTHON_TAG,
-                old_connection_is_stale=old_connection_is_stale,
+            result = eh.initiate(
+                sock, self.cookie_for(node), self.full_name, node, self.creation or 0,
+                python_tag=shipment.PYTHON_TAG, old_connection_is_stale=old_connection_is_stale,
                 deadline=time.monotonic() + HANDSHAKE_TIMEOUT)
-        except (OSError, handshake.HandshakeError):
+        except eh.Refused as refused:
             sock.close()
-            return None
-        if status in (handshake.NOK, handshake.ALIVE):
-            # Both nodes dialled at once and the peer's dial wins, or the connection we
-            # already have is the one to use.
-            sock.close()
-            return _THEIR_CONNECTION_WINS
-        if status != handshake.OK:
+            # nok: both nodes dialled at once and the peer's dial wins (OTP: the greater
+            # name's); alive answered "in use": the connection we already have is the one.
+            return _THEIR_CONNECTION_WINS if refused.status in (eh.NOK, eh.ALIVE) else None
+        except (OSError, eh.HandshakeError):
             sock.close()
             return None
         sock.settimeout(None)
-        return self._establish(sock, node, send_key, recv_key, peer_tag)
+        return self._establish(sock, node, result)
 
-    def _establish(self, sock: socket.socket, node: str, send_key: bytes, recv_key: bytes,
-                   peer_tag: str) -> Connection:
-        conn = Connection(self, sock, node, send_key, recv_key, peer_tag)
+    def _establish(self, sock: socket.socket, node: str,
+                   result: eh.HandshakeResult) -> Connection | None:
+        if not result.nodelab:  # a peer that speaks only Erlang: not yet (issue 10, part 4)
+            sock.close()
+            return None
+        conn = Connection(self, sock, node, result.send_key, result.recv_key,
+                          result.python_tag)
         old = self.connections.get(node)
         if old is not None:
             # The peer said the old connection is stale (it restarted, or it gave up on a
@@ -285,55 +291,59 @@ class Distribution:
                              name="nodelab handshake").start()
 
     def _handshake_incoming(self, sock: socket.socket) -> None:
+        counted: list[str] = []
+
+        def decide(hello: eh.NameMessage) -> str:
+            # Under the table's lock, so that a dial and this handshake see each other.
+            try:
+                peer = parse_node_name(hello.name)
+            except ValueError:
+                return eh.NOT_ALLOWED
+            node = str(peer)
+            if node != hello.name or node == self.full_name or peer.long != self.name.long:
+                return eh.NOT_ALLOWED
+            with self.changed:
+                if node in self.dialling:
+                    # Both dial at once: OTP's rule, the greater name's dial wins.
+                    status = eh.simultaneous_status(self.full_name, node)
+                elif self._live(node) is not None:
+                    status = eh.ALIVE  # the initiator says whether ours is stale
+                else:
+                    status = eh.OK
+                if status != eh.NOK:
+                    self.accepting[node] = self.accepting.get(node, 0) + 1
+                    counted.append(node)
+            return status
+
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(HANDSHAKE_TIMEOUT)
             deadline = time.monotonic() + HANDSHAKE_TIMEOUT
-            hello = handshake.read_hello(sock, deadline)
+            hello = eh.recv_name(sock, deadline)
+            status = decide(hello)
             try:
-                peer = parse_node_name(hello.name)
-            except ValueError:
-                handshake.refuse(sock, handshake.NOT_ALLOWED)
-                raise handshake.HandshakeError("invalid node name") from None
-            node = str(peer)
-            if node == self.full_name or peer.long != self.name.long:
-                handshake.refuse(sock, handshake.NOT_ALLOWED)
-                raise handshake.HandshakeError("not allowed")
-            with self.changed:
-                if node in self.dialling and self.full_name < node:
-                    decision = "refuse"  # both dial at once; ours wins, the peer waits for it
-                elif self._live(node) is not None:
-                    decision = "ask"
-                else:
-                    decision = "accept"
-                if decision != "refuse":
-                    self.accepting[node] = self.accepting.get(node, 0) + 1
-            if decision == "refuse":
-                handshake.refuse(sock, handshake.NOK)
-                sock.close()
-                return
-            try:
-                if decision == "ask" and not handshake.ask_whether_stale(sock, deadline):
-                    sock.close()  # the peer keeps using the connection we have
-                    return
-                try:
-                    send_key, recv_key = handshake.accept(
-                        sock, self.cookie_for(node), self.full_name, hello, shipment.PYTHON_TAG,
-                        deadline)
-                except handshake.HandshakeError as error:
-                    if str(error) == "invalid challenge reply":
-                        log.error("** Connection attempt from node %s rejected. Invalid "
-                                  "challenge reply. **", node)
-                    raise
+                if status in (eh.NOK, eh.NOT_ALLOWED):
+                    eh.send_status(sock, status)
+                    raise eh.Refused(hello.name, status)
+                if status == eh.ALIVE and not hello.missing:
+                    if not eh.ask_whether_stale(sock, deadline):
+                        raise eh.Refused(hello.name, eh.ALIVE)  # the peer keeps ours
+                    status = None
+                # A wrong cookie is logged once, in OTP's words, by the handshake itself.
+                result = eh.accept(sock, self.cookie_for(hello.name), self.full_name, hello,
+                                   self.creation or 0,
+                                   status=eh.OK if status == eh.ALIVE else status,
+                                   python_tag=shipment.PYTHON_TAG, deadline=deadline)
                 sock.settimeout(None)
-                self._establish(sock, node, send_key, recv_key, hello.python_tag)
+                self._establish(sock, result.name, result)
             finally:
-                with self.changed:
-                    self.accepting[node] -= 1
-                    if not self.accepting[node]:
-                        del self.accepting[node]
-                    self.changed.notify_all()
-        except (OSError, handshake.HandshakeError):
+                for node in counted:
+                    with self.changed:
+                        self.accepting[node] -= 1
+                        if not self.accepting[node]:
+                            del self.accepting[node]
+                        self.changed.notify_all()
+        except (OSError, eh.HandshakeError):
             try:
                 sock.close()
             except OSError:
@@ -375,7 +385,7 @@ class Distribution:
         with self.lock:
             pending = [(r, pid) for r, (pid, n) in self.request_watchers.items() if n == node]
         for ref, pid in pending:
-            P.send(pid, ("$nodedown", ref))
+            P.send(pid, ("DOWN", ref, "node", node, P.NOCONNECTION))
         for subscriber in list(self.node_subscribers):
             P.send(subscriber, ("nodedown", node))
 
@@ -426,11 +436,10 @@ class Distribution:
                 if conn is None or not conn.send_frame(frames.DATA,
                                                        shipment.dumps(op_builder(ref, caller))):
                     raise ConnectionError(node)
-                return P.receive(
-                    P.on(("$reply", ref, P.ANY), lambda m: m[2]),
-                    P.on(("$nodedown", ref), _raise_connection_error(node)),
-                    timeout=timeout,
-                )
+                try:
+                    return gen_server.await_reply(ref, ref, timeout, head="$reply")
+                except gen_server.Down:
+                    raise ConnectionError(node) from None
             finally:
                 with self.lock:
                     self.request_watchers.pop(ref, None)
@@ -460,12 +469,6 @@ class Distribution:
             handler(self, conn, *op[1:])
         elif kind != frames.TICK:
             raise frames.FrameError(f"a frame of unknown kind {kind}")
-
-
-def _raise_connection_error(node: str) -> Any:
-    def fail(_message: Any) -> Any:
-        raise ConnectionError(node)
-    return fail
 
 
 def _encode_message(message: Any, node: str) -> bytes:

@@ -53,25 +53,12 @@ def _on_down(dist: Distribution, conn: Connection, target: Any, watcher: Pid, re
 def _on_spawn(dist: Distribution, conn: Connection, ref: Ref, caller: Pid,
               group_leader: Pid | None, linked: bool, blob: bytes) -> None:
     try:
-        pid = P.spawn_for_peer(_run_shipped, (blob,), group_leader=group_leader,
+        pid = P.spawn_for_peer(shipment.run, (blob,), group_leader=group_leader,
                                link_to=caller if linked else None)
         result: Any = pid
     except Exception as error:  # noqa: BLE001
         result = ("error", repr(error))
     dist.control(conn.peer, ("spawn_reply", ref, caller, result, linked), connect=False)
-
-
-def _run_shipped(blob: bytes) -> None:
-    # Decoded in the new process, so a function that cannot be rebuilt here (another
-    # Python version, a module this node lacks) becomes this process's crash reason,
-    # which reaches the linked caller.
-    payload = shipment.loads(blob)
-    if payload[0] == "mfa":
-        _, module, function, args = payload
-        shipment.import_function(module, function)(*args)
-    else:
-        _, fn, args = payload
-        fn(*args)
 
 
 def _on_spawn_reply(dist: Distribution, conn: Connection, ref: Ref, caller: Pid, result: Any,

@@ -6,7 +6,7 @@ Without ``--cookie``, a node uses the one in the user's cookie file, like Erlang
 ever started creates it with 20 random uppercase letters, readable by its owner only, so
 every node of that user on that machine trusts the others and nobody else's.
 
-The cookie never crosses the wire: the handshake (:mod:`nodelab.dist.handshake`) proves that
+The cookie never crosses the wire: the handshake (:mod:`nodelab.dist.erlang_handshake`) proves that
 both sides know it. Anyone who can read the cookie can run code on your nodes, which is
 why a cookie file that others can read is refused, exactly as Erlang does::
 

@@ -45,8 +45,9 @@ is greater (its own dial wins), else ``ok_simultaneous`` and gives its own dial 
 :func:`simultaneous_status`. ``alive`` asks the initiator whether the connection the acceptor
 still holds from its name is stale; the initiator answers ``true`` (go on) or ``false``.
 
-One deadline (``time.monotonic()`` time) bounds all the reads of a handshake, as in
-:mod:`nodelab.dist.handshake`: a peer that sends a byte now and then cannot hold a thread.
+One deadline (``time.monotonic()`` time) bounds all the reads of a handshake: a peer that
+sends a byte now and then cannot hold a thread. Every connection of a node starts here
+(:mod:`nodelab.dist.connections`); nodelab's older private handshake is gone.
 """
 
 from __future__ import annotations

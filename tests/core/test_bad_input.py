@@ -44,7 +44,7 @@ def closes_soon(sock: socket.socket) -> bool:
     b"\x00" * 64,
     b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
     struct.pack("!H", 65535) + b"x" * 10,  # a handshake length beyond the limit
-    b"\x00\x05NLB1\x05",  # a truncated hello
+    b"\x00\x0fN\x00\x00\x00",  # a truncated name message of the Erlang handshake
 ])
 def test_garbage_handshakes_are_dropped_and_the_node_keeps_serving(alex, start_peer,
                                                                   garbage) -> None:
@@ -58,11 +58,18 @@ def test_garbage_handshakes_are_dropped_and_the_node_keeps_serving(alex, start_p
 def test_a_hello_with_a_wrong_cookie_reply_is_refused_and_logged(alex, error_lines) -> None:
     with raw_connection() as sock:
         name = b"mallory@localhost"
-        hello = b"NLB1" + bytes((len(name),)) + name + b"n" * 32 + bytes((4,)) + b"py-x"
+        # The Erlang handshake's name message (flags OTP 25 requires), then a reply to the
+        # challenge whose digest is not made with the cookie.
+        hello = b"N" + struct.pack("!QIH", 0x5075F5FBD, 1, len(name)) + name
         sock.sendall(struct.pack("!H", len(hello)) + hello)
-        challenge = sock.recv(1024)
-        assert challenge[2:6] == b"NLB1"
-        sock.sendall(struct.pack("!H", 32) + b"\x00" * 32)
+        answer = b""
+        while answer.count(b"N") < 1 or len(answer) < 2 + 3 + 2 + 19:
+            chunk = sock.recv(1024)
+            if not chunk:
+                break
+            answer += chunk
+        assert answer.startswith(b"\x00\x03sok") and answer[7:8] == b"N"
+        sock.sendall(struct.pack("!H", 21) + b"r" + b"\x00" * 20)
         assert closes_soon(sock)
     deadline = time.monotonic() + 2
     while not error_lines and time.monotonic() < deadline:

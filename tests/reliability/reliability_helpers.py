@@ -376,16 +376,20 @@ class RawPeer:
                  timeout: float = 3.0) -> None:
         import socket
 
-        from nodelab.dist import frames, handshake, shipment
+        from nodelab.dist import erlang_handshake, frames, shipment
 
         self.frames = frames
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        status, _, send_key, recv_key = handshake.initiate(
-            self.sock, cookie, my_name, node, shipment.PYTHON_TAG)
-        if status != handshake.OK:
+        try:
+            result = erlang_handshake.initiate(self.sock, cookie, my_name, node, 1,
+                                               python_tag=shipment.PYTHON_TAG)
+        except erlang_handshake.HandshakeError as error:
             self.sock.close()
-            raise ConnectionRefusedError(f"{node} refused the handshake with status {status}")
-        self.send_state = frames.mac_state(send_key)
+            raise ConnectionRefusedError(f"{node} refused the handshake: {error}") from None
+        if not result.nodelab:
+            self.sock.close()
+            raise ConnectionRefusedError(f"{node} is not a nodelab node")
+        self.send_state = frames.mac_state(result.send_key)
         self.seq = 0
 
     def frame(self, kind: int, body: bytes, *, seq: int | None = None,

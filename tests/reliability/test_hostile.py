@@ -46,7 +46,8 @@ from nodelab import (
     spawn,
     unregister,
 )
-from nodelab.dist import frames, handshake, portmapper, shipment
+from nodelab.dist import erlang_handshake as eh
+from nodelab.dist import frames, portmapper, shipment
 from nodelab.dist.connections import SEND, SEND_NAMED
 from nodelab.runtime import processes as P
 
@@ -66,11 +67,25 @@ def my_port() -> int:
     return P.runtime.distribution.port
 
 
-def hello(name: bytes, nonce: bytes = b"n" * handshake.NONCE_SIZE,
-          tag: bytes = shipment.PYTHON_TAG.encode()) -> bytes:
-    """A HELLO as the wire carries it: ``len u16 | NLB1 | name | nonce | python tag``."""
-    payload = handshake.MAGIC + bytes((len(name),)) + name + nonce + bytes((len(tag),)) + tag
+def hello(name: bytes, flags: int = eh.DEFAULT_FLAGS, creation: int = 1) -> bytes:
+    """The initiator's name message of the Erlang handshake as the wire carries it:
+    ``len u16 | 'N' | flags u64 | creation u32 | name length u16 | name`` (a nodelab node
+    claims DFLAG_NODELAB in ``flags``)."""
+    payload = b"N" + struct.pack("!QIH", flags, creation, len(name)) + name
     return struct.pack("!H", len(payload)) + payload
+
+
+def message(payload: bytes) -> bytes:
+    """``payload`` framed as a handshake message (``{packet, 2}``)."""
+    return struct.pack("!H", len(payload)) + payload
+
+
+def read_message(sock: socket.socket) -> bytes:
+    """One handshake message from ``sock`` (b"" when it closed first)."""
+    try:
+        return eh.recv_message(sock, time.monotonic() + 3)
+    except eh.HandshakeError:
+        return b""
 
 
 @pytest.fixture
@@ -166,9 +181,9 @@ pre_handshake_input = st.one_of(
     # Length prefixes of every size (the limit is 600), followed by too little data.
     st.tuples(st.integers(0, 65535), st.binary(max_size=64)).map(
         lambda t: struct.pack("!H", t[0]) + t[1]),
-    # HELLOs with odd names, nonces and tags, cut or extended at random.
-    st.tuples(_bytes_as_name, st.binary(max_size=40), st.binary(max_size=12),
-              st.integers(-60, 60)).map(
+    # Name messages with odd names, flags and creations, cut or extended at random.
+    st.tuples(_bytes_as_name, st.one_of(st.just(eh.DEFAULT_FLAGS), st.integers(0, 2**64 - 1)),
+              st.integers(0, 2**32 - 1), st.integers(-60, 60)).map(
         lambda t: (lambda h: h[: len(h) + t[3]] if t[3] < 0 else h + os.urandom(t[3]))(
             hello(t[0][:255], t[1], t[2]))),
     # A well-formed HELLO claiming to be a connected peer, then a random REPLY.
@@ -295,16 +310,16 @@ class Recording:
 def test_a_recorded_initiator_handshake_cannot_be_replayed(alex, error_lines, sentinel) -> None:
     with socket.create_connection(("127.0.0.1", my_port()), timeout=3) as sock:
         recording = Recording(sock)
-        status, *_ = handshake.initiate(recording, COOKIE, "mallory@localhost", Node.self(),
-                                        shipment.PYTHON_TAG)
-        assert status == handshake.OK  # a genuine handshake, by someone with the cookie
+        result = eh.initiate(recording, COOKIE, "mallory@localhost", Node.self(), 1,
+                             python_tag=shipment.PYTHON_TAG)
+        assert result.nodelab  # a genuine handshake, by someone with the cookie
     hello_bytes, reply_bytes = recording.sent
     assert wait_until(lambda: "mallory@localhost" not in Node.list(), 3)
     for _ in range(5):
         with socket.create_connection(("127.0.0.1", my_port()), timeout=3) as sock:
             sock.sendall(hello_bytes)
-            challenge = sock.recv(1024)
-            assert challenge[2:6] == handshake.MAGIC  # a fresh challenge...
+            assert read_message(sock) == b"sok"
+            assert read_message(sock)[:1] == b"N"  # a fresh challenge...
             sock.sendall(reply_bytes)  # ...answered with yesterday's proof
             assert closes_soon(sock)
     refused = [line for line in error_lines if "mallory@localhost rejected" in line]
@@ -331,18 +346,18 @@ def test_a_recorded_acceptor_handshake_cannot_be_replayed(alex) -> None:
             kept.append(sock)
             sock.settimeout(5)
             try:
-                hello_message = handshake.read_hello(sock)
+                hello_message = eh.recv_name(sock, None)
                 if round_number == 0:
                     recording = Recording(sock)
-                    handshake.accept(recording, COOKIE, "replayee@localhost", hello_message,
-                                     shipment.PYTHON_TAG)
+                    eh.accept(recording, COOKIE, "replayee@localhost", hello_message, 1,
+                              python_tag=shipment.PYTHON_TAG)
                     recorded.extend(recording.sent)
                 else:
-                    challenge, ack = recorded
-                    sock.sendall(challenge)
-                    sock.recv(1024)  # alex's reply to the old challenge
+                    status, challenge, ack = recorded
+                    sock.sendall(status + challenge)
+                    eh.recv_message(sock, None)  # alex's reply to the old challenge
                     sock.sendall(ack)
-            except (OSError, handshake.HandshakeError):
+            except (OSError, eh.HandshakeError):
                 pass
 
     thread = threading.Thread(target=fake_node, daemon=True)
@@ -369,16 +384,24 @@ def test_a_wrong_cookie_is_refused_every_time_with_one_line_each(
     for number in range(attempts):
         name = f"eve{number}@localhost".encode()
         with socket.create_connection(("127.0.0.1", my_port()), timeout=3) as sock:
-            sock.sendall(hello(name, os.urandom(handshake.NONCE_SIZE)))
-            challenge = sock.recv(1024)
-            assert challenge[2:6] == handshake.MAGIC and challenge[6] == handshake.OK
-            # A proof made with the wrong cookie, and right behind it, without waiting, a
-            # frame that would reach the sentinel if the node ever read it.
-            wrong_keys = handshake.session_keys("not_the_cookie", name.decode(), Node.self(),
-                                                b"n" * 32, b"n" * 32)
+            sock.sendall(hello(name))
+            assert read_message(sock) == b"sok"
+            challenge = eh.parse_challenge(read_message(sock))
+            assert challenge.claims_nodelab  # the nodelab trailer, to a nodelab claimant
+            # A reply and a proof made with the wrong cookie, and right behind it, without
+            # waiting, a frame that would reach the sentinel if the node ever read it.
+            nonce = os.urandom(eh.NONCE_SIZE)
+            transcript = eh.Transcript(
+                name.decode(), Node.self(), eh.DEFAULT_FLAGS, challenge.flags, 1,
+                challenge.creation, challenge.challenge, 7, nonce, challenge.nonce or b"",
+                shipment.PYTHON_TAG, challenge.python_tag or "")
+            wrong_keys = eh.session_keys("not_the_cookie", transcript)
             forged = frames.encode(frames.mac_state(wrong_keys[0]), 0, SEND_NAMED,
                                    send_named_body(SENTINEL, canary))
-            sock.sendall(struct.pack("!H", handshake.DIGEST_SIZE) + os.urandom(32) + forged)
+            reply = eh.encode_challenge_reply(eh.ChallengeReply(
+                7, eh.gen_digest(challenge.challenge, "not_the_cookie"), nonce,
+                shipment.PYTHON_TAG, transcript.mac("not_the_cookie", b"nodelab reply")))
+            sock.sendall(message(reply) + forged)
             if closes_soon(sock):
                 refused += 1
     assert refused == attempts
@@ -403,13 +426,12 @@ def test_claiming_a_connected_name_without_the_cookie_takes_nothing_down(
         for _ in range(5):
             with socket.create_connection(("127.0.0.1", my_port()), timeout=3) as sock:
                 sock.settimeout(3)
-                sock.sendall(hello(kate.encode(), os.urandom(handshake.NONCE_SIZE)))
-                answer = sock.recv(1024)
-                assert answer[2:7] == handshake.MAGIC + bytes((handshake.ALIVE,)), answer
-                sock.sendall(struct.pack("!H", 1) + handshake.STALE)  # "yes, replace it"
-                challenge = sock.recv(1024)
-                assert challenge[6] == handshake.OK
-                sock.sendall(struct.pack("!H", handshake.DIGEST_SIZE) + os.urandom(32))
+                sock.sendall(hello(kate.encode()))
+                answer = read_message(sock)
+                assert answer == b"salive", answer
+                sock.sendall(message(b"strue"))  # "yes, replace it"
+                assert read_message(sock)[:1] == b"N"  # the challenge
+                sock.sendall(message(b"r" + os.urandom(4 + eh.DIGEST_SIZE)))
                 assert closes_soon(sock)
         assert receive(("nodedown", kate), timeout=0.5, after=None) is None
         assert kate in Node.list()
@@ -545,8 +567,7 @@ def test_a_handshake_with_a_bad_name_is_not_allowed(alex, good_peer, name) -> No
         sock.sendall(hello(name))
         answer = sock.recv(1024)
         if answer:  # a short name of this node, a long name: "not allowed"
-            assert answer == struct.pack("!H", 5) + handshake.MAGIC + bytes(
-                (handshake.NOT_ALLOWED,))
+            assert answer == message(b"snot_allowed")
         assert closes_soon(sock)
     assert good_peer("still fine")
 
@@ -666,7 +687,7 @@ def test_a_node_out_of_file_descriptors_accepts_again_later(alex, start_peer) ->
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
                 sock.sendall(hello(b"prober@localhost"))
-                return sock.recv(16)[2:6] == handshake.MAGIC
+                return sock.recv(16)[2:5] == b"sok"
         except OSError:
             return False
 

@@ -80,7 +80,7 @@ def test_nodes_that_first_meet_under_load_lose_no_message(alex, start_peer) -> N
 # moment in which a node's own dial and the peer's dial can cross.
 SLOW_HANDSHAKE = """
 import time as _time
-import nodelab.dist.handshake as _handshake
+import nodelab.dist.erlang_handshake as _handshake
 _accept = _handshake.accept
 def _slow_accept(*args, **options):
     _time.sleep(0.03)
@@ -91,7 +91,8 @@ _handshake.accept = _slow_accept
 
 def test_two_nodes_that_dial_each_other_at_the_same_instant_end_with_one_connection(
         alex, start_peer) -> None:
-    """Like the BEAM's handshake: when both dial at once, one dial wins (NOK for the other)
+    """Like the BEAM's handshake: when both dial at once, one dial wins (the greater name's;
+    NOK for the other)
     and the connection that is up is never replaced: no nodedown, no message lost."""
     kate, moebi = start_peers(start_peer, ["kate", "moebi"], env=WORKLOAD_PATH,
                               eval=SLOW_HANDSHAKE)
