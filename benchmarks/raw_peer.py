@@ -12,7 +12,12 @@ what the connection does, so one peer serves every figure:
 - ``C`` count: frames are counted until an empty one, then ``D`` + the count is sent back
   (figure 2, throughput; the clock stops when that reply arrived);
 - ``S`` spawn: each frame starts a new thread that sends the frame back (figure 3's floor:
-  the price of a thread per request, which a thread-per-process runtime pays on spawn).
+  the price of a thread per request, which a thread-per-process runtime pays on spawn);
+- ``H`` handoff echo: a reader thread hands each frame through a ``SimpleQueue`` to a
+  "process" thread, which writes it back itself (the thread-handoff floor of figure 1: what a
+  runtime with one reader thread per connection and one thread per process cannot go under);
+- ``Q`` handoff count: ``C`` with the same handoff, the counting done by the "process"
+  thread (figure 2's handoff floor).
 
 ZMQ protocol (one frame per message, the DEALER's identity added by ROUTER): ``E...`` is
 echoed, ``M...`` is counted, ``Z`` answers ``D<count>`` and resets the count.
@@ -21,6 +26,7 @@ echoed, ``M...`` is counted, ``Z`` answers ``D<count>`` and resets the count.
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import struct
 import sys
@@ -46,11 +52,43 @@ def _read_exact(reader: BinaryIO, n: int) -> bytes | None:
     return data if data is not None and len(data) == n else None
 
 
+def _handoff_process(conn: socket.socket, mode: bytes, inbox: queue.SimpleQueue) -> None:
+    # The "process" thread of modes H and Q: one handoff from the reader, then it writes
+    # the reply itself, as a process thread writes its own frames to the socket.
+    count = 0
+    get = inbox.get
+    try:
+        while True:
+            item = get()
+            if item is None:
+                return
+            if mode == b"H":
+                conn.sendall(item)
+            elif item == 0:
+                conn.sendall(b"D" + struct.pack("!Q", count))
+                count = 0
+            else:
+                count += 1
+    except OSError:
+        return
+
+
 def _serve_socket_connection(conn: socket.socket) -> None:
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     reader = conn.makefile("rb", buffering=1 << 16)
     mode = reader.read(1)
     write_lock = threading.Lock()
+    handoff: queue.SimpleQueue = queue.SimpleQueue()
+    if mode in (b"H", b"Q"):
+        threading.Thread(target=_handoff_process, args=(conn, mode, handoff), daemon=True).start()
+    try:
+        _serve_frames(conn, reader, mode, write_lock, handoff)
+    finally:
+        handoff.put(None)
+
+
+def _serve_frames(conn: socket.socket, reader: BinaryIO, mode: bytes, write_lock: threading.Lock,
+                  handoff: queue.SimpleQueue) -> None:
     count = 0
     while True:
         header = _read_exact(reader, 4)
@@ -68,6 +106,8 @@ def _serve_socket_connection(conn: socket.socket) -> None:
                 count = 0
             else:
                 count += 1
+        elif mode in (b"H", b"Q"):
+            handoff.put(header + body if mode == b"H" else length)
         elif mode == b"S":
             def reply(frame: bytes = header + body) -> None:
                 with write_lock:

@@ -266,6 +266,26 @@ def _read_exact(reader: Any, n: int) -> bytes:
     return data
 
 
+def _socket_throughput(cfg: Config, sock: socket.socket, reader: Any, frame: bytes
+                       ) -> dict[str, Any]:
+    """One write per message (as a runtime does), then an end marker answered with the count."""
+    rounds = []
+    with sock:
+        for _ in range(cfg.rounds):
+            t0 = time.perf_counter()
+            send = sock.sendall
+            for _ in range(cfg.n_msgs):
+                send(frame)
+            send(HEADER.pack(0))
+            reply = _read_exact(reader, 9)
+            seconds = time.perf_counter() - t0
+            got = struct.unpack("!Q", reply[1:])[0]
+            if got != cfg.n_msgs:
+                raise RuntimeError(f"the peer counted {got} of {cfg.n_msgs} messages")
+            rounds.append({"seconds": seconds, "msgs_per_s": cfg.n_msgs / seconds})
+    return over_rounds(rounds)
+
+
 def bench_socket(cfg: Config, tmp: Path) -> dict[str, Any]:
     """Plain blocking TCP sockets with TCP_NODELAY, length-prefixed frames: Python's floor."""
     results: dict[str, Any] = {}
@@ -291,22 +311,7 @@ def bench_socket(cfg: Config, tmp: Path) -> dict[str, Any]:
                 return timed_rounds(cfg, cfg.n_rtt, one, warmup=min(cfg.n_rtt, 2_000))
 
         def throughput() -> dict[str, Any]:
-            sock, reader = connect(b"C")
-            rounds = []
-            with sock:
-                for _ in range(cfg.rounds):
-                    t0 = time.perf_counter()
-                    send = sock.sendall
-                    for _ in range(cfg.n_msgs):  # one write per message, as a runtime does
-                        send(frame)
-                    send(HEADER.pack(0))
-                    reply = _read_exact(reader, 9)
-                    seconds = time.perf_counter() - t0
-                    got = struct.unpack("!Q", reply[1:])[0]
-                    if got != cfg.n_msgs:
-                        raise RuntimeError(f"the peer counted {got} of {cfg.n_msgs} messages")
-                    rounds.append({"seconds": seconds, "msgs_per_s": cfg.n_msgs / seconds})
-            return over_rounds(rounds)
+            return _socket_throughput(cfg, *connect(b"C"), frame)
 
         def spawn_reply() -> dict[str, Any]:
             sock, reader = connect(b"S")
@@ -316,9 +321,46 @@ def bench_socket(cfg: Config, tmp: Path) -> dict[str, Any]:
                     _read_exact(reader, len(frame))
                 return timed_rounds(cfg, cfg.n_spawn, one, warmup=min(cfg.n_spawn, 200))
 
+        def rtt_handoff() -> dict[str, Any]:
+            # The thread-handoff floor (issue 12): on both sides a reader thread hands each
+            # frame through a SimpleQueue to the thread that waits for it, which writes its
+            # own frames — one OS thread per process, one reader per connection.
+            sock, reader = connect(b"H")
+            inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+            def read_loop() -> None:
+                try:
+                    while True:
+                        inbox.put(_read_exact(reader, len(frame)))
+                except (ConnectionError, OSError, ValueError):
+                    inbox.put(None)
+
+            with sock:
+                threading.Thread(target=read_loop, daemon=True, name="floor reader").start()
+                get = inbox.get
+
+                def one() -> None:
+                    sock.sendall(frame)
+                    if get(timeout=REPLY_TIMEOUT) is None:
+                        raise ConnectionError("the raw peer closed the connection")
+                try:
+                    return timed_rounds(cfg, cfg.n_rtt, one, warmup=min(cfg.n_rtt, 2_000))
+                finally:
+                    # The reader thread holds the socket's file: without a shutdown the peer
+                    # never sees the end of this connection and never serves the next one.
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+        def throughput_handoff() -> dict[str, Any]:
+            # Figure 2 with the handoff on the receiving side: one write per message; the
+            # peer's reader hands every frame to a counting thread.
+            return _socket_throughput(cfg, *connect(b"Q"), frame)
+
         results["rtt"] = guarded(rtt)
         results["throughput"] = guarded(throughput)
         results["spawn_reply"] = guarded(spawn_reply)
+        results["rtt_handoff"] = guarded(rtt_handoff)
+        results["throughput_handoff"] = guarded(throughput_handoff)
     except Exception as error:  # noqa: BLE001 - any failure becomes a skipped figure, with its reason
         results.setdefault("rtt", skipped(f"the raw socket peer failed: {error}"))
     finally:
@@ -812,14 +854,15 @@ def _latency_rows(number: str, title: str, columns: dict[str, str], goal: str,
 
 ROWS: list[Row] = [
     *_latency_rows("1", "ping-pong RTT", {
-        "nodelab": "nodelab/rtt", "beam": "beam/rtt", "socket": "socket/rtt", "zmq": "zmq/rtt"},
-        "rtt_p50"),
+        "nodelab": "nodelab/rtt", "beam": "beam/rtt", "socket": "socket/rtt", "zmq": "zmq/rtt",
+        "floor": "socket/rtt_handoff"}, "rtt_p50"),
     Row("2. one-way throughput", "msg/s", {
-        column: (column, "throughput", "msgs_per_s") for column in
-        ("nodelab", "beam", "socket", "zmq")}, "throughput"),
+        **{column: (column, "throughput", "msgs_per_s") for column in
+           ("nodelab", "beam", "socket", "zmq")},
+        "floor": ("socket", "throughput_handoff", "msgs_per_s")}, "throughput"),
     *_latency_rows("3", "remote spawn + reply", {
         "nodelab": "nodelab/spawn_reply", "beam": "beam/spawn_reply",
-        "socket": "socket/spawn_reply"}, "spawn_p50"),
+        "socket": "socket/spawn_reply", "floor": "socket/spawn_reply"}, "spawn_p50"),
     *_latency_rows("4", "remote task async+await", {
         "nodelab": "nodelab/task_async_await", "beam": "beam/task_async_await",
         "ipyparallel": "ipyparallel/apply_sync"}, "task_p50", ipp=True),
@@ -833,13 +876,19 @@ ROWS: list[Row] = [
         "ipykernel": ("kernel", "ipykernel_start", "seconds")}, "kernel_start"),
 ]
 
-COLUMNS = [("nodelab", "nodelab"), ("beam", "BEAM"), ("socket", "raw socket"),
+COLUMNS = [("nodelab", "nodelab"), ("beam", "BEAM"), ("floor", "handoff floor"),
+           ("socket", "raw socket"),
            ("zmq", "raw pyzmq"), ("ipyparallel", "ipyparallel"), ("ipykernel", "bare ipykernel")]
 
 LEGEND = """\
 What the cells are (benchmarks/README.md has more): two OS processes on loopback TCP, same run.
 - raw socket: blocking socket, TCP_NODELAY, u32-length frames; row 3 = a new thread per request
   replies (the floor for a thread-per-process runtime); row 5 = `python -c pass`.
+- handoff floor (issue 12): the raw socket plus, on both sides, a reader thread handing each
+  frame through a SimpleQueue to the thread that waits for it (which writes its own frames);
+  row 2 = one write per message, the peer's reader handing each frame to a counting thread;
+  row 3 = the raw socket's thread per request. For throughput, "nodelab / floor" above 1 is
+  better than the floor; for latencies, below 1.
 - raw pyzmq: DEALER -> ROUTER, one frame per message.
 - BEAM: nodes started with `elixir --sname`; row 4 = `Task.Supervisor.async(
   {Bench.TaskSupervisor, node}, fn -> :ok end) |> Task.await`; row 5 = `elixir --sname x
@@ -876,14 +925,17 @@ def render(results: dict[str, Any]) -> str:
     """The markdown table: figures, ratios, goals, and why anything is missing."""
     values: dict[str, dict[str, float | None]] = {}
     lines = ["| figure | " + " | ".join(title for _, title in COLUMNS)
-             + " | nodelab / BEAM | nodelab / raw socket | ipyparallel / nodelab |",
-             "|---" * (len(COLUMNS) + 4) + "|"]
+             + " | nodelab / BEAM | nodelab / floor | BEAM / floor | nodelab / raw socket"
+             " | ipyparallel / nodelab |",
+             "|---" * (len(COLUMNS) + 6) + "|"]
     for row in ROWS:
         cells = {column: _get(results, *path) for column, path in row.cells.items()}
         if row.goal:
             values[row.goal] = cells
         nodelab = cells.get("nodelab")
-        ratios = [_ratio(nodelab, cells.get("beam")), _ratio(nodelab, cells.get("socket")),
+        ratios = [_ratio(nodelab, cells.get("beam")), _ratio(nodelab, cells.get("floor")),
+                  _ratio(cells.get("beam"), cells.get("floor")),
+                  _ratio(nodelab, cells.get("socket")),
                   _ratio(cells.get("ipyparallel"), nodelab) if row.vs_ipyparallel else None]
         lines.append(f"| {row.label} | "
                      + " | ".join(_fmt(cells.get(column), row.unit) if column in row.cells else ""
