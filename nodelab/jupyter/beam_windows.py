@@ -223,8 +223,8 @@ class BeamWindow:
         return self
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
-        """End the node: its input closes and it stops (``System.stop``); SIGKILL after
-        ``timeout`` seconds. Returns its exit status."""
+        """End the node: its input closes and it halts (as iex does when its terminal
+        closes); SIGKILL after ``timeout`` seconds. Returns its exit status."""
         self.close_input()
         return self.wait_stopped(time.monotonic() + timeout)
 

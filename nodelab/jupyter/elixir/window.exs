@@ -6,7 +6,7 @@
 #
 #   stdin   "eval ID BASE64(code)"      evaluate a cell, like lines typed into iex
 #           "interrupt ID"              kill the shell process if it still runs cell ID
-#           end of input                the notebook kernel is gone: stop the node
+#           end of input                the notebook kernel is gone: halt the node
 #   stdout  "\x02TOKEN ID STATUS B64..." STATUS: ready | ok (inspect of the value) |
 #                                        error (what iex prints for it)
 #   stderr  "\x02TOKEN ID sync"         written just before the stdout answer, so the
@@ -25,8 +25,6 @@
 
 defmodule NodelabWindow do
   @moduledoc false
-
-  @grace_ms 5_000
 
   def main do
     token = System.fetch_env!("NODELAB_WINDOW_TOKEN")
@@ -50,14 +48,10 @@ defmodule NodelabWindow do
         read(manager)
 
       _eof_or_error ->
-        # The notebook kernel closed our input (`%node stop`) or died: stop, and halt if
-        # the applications take too long to stop.
-        spawn(fn ->
-          Process.sleep(@grace_ms)
-          System.halt(0)
-        end)
-
-        System.stop(0)
+        # The notebook kernel closed our input (`%node stop`, its shutdown) or died: the
+        # window is closed. Like iex when its terminal closes, the node halts at once
+        # (System.stop would take a second or two to stop every application).
+        System.halt(0)
     end
   end
 
