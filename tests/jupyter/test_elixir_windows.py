@@ -122,6 +122,10 @@ def notebook(tmp_path_factory):
         cells["hi"] = kernel.run('%%node kate\nIO.puts "Hi, my name is Kate"\nname = "Kate"\n'
                                  'String.length(name) + 1')
         cells["kept"] = kernel.run("%%node kate\n{name, self() |> is_pid()}")
+        cells["warning"] = kernel.run("%%node kate\nfn -> unused = 1 end |> is_function()")
+        cells["pretty"] = kernel.run("%%node kate\nEnum.to_list(1..30)")
+        cells["cookie"] = kernel.run("%%node kate\nNode.get_cookie() |> Atom.to_string()")
+        cells["alex_cookie"] = kernel.run("print(Node.get_cookie())")
         cells["compile_error"] = kernel.run("%%node kate\nundefined_thing(name)")
         cells["raise"] = kernel.run('%%node kate\nraise "boom"')
         cells["after_errors"] = kernel.run("%%node kate\nname <> \"!\"")
@@ -189,6 +193,19 @@ def test_a_cell_prints_labelled_lines_and_its_value_as_inspect(notebook) -> None
 
 def test_variables_carry_over_like_iex(notebook) -> None:
     assert notebook["kept"]["stdout"] == '[kate@localhost] {"Kate", true}\n'
+
+
+def test_warnings_values_and_the_cookie(notebook) -> None:
+    warning = notebook["warning"]
+    assert warning["stderr"].startswith('[kate@localhost] warning: variable "unused" is unused')
+    assert warning["stdout"] == "[kate@localhost] true\n"
+    # inspect as iex shows it: pretty, 80 columns, every line labelled.
+    assert notebook["pretty"]["stdout"] == (
+        "[kate@localhost] [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, "
+        "20, 21, 22,\n[kate@localhost]  23, 24, 25, 26, 27, 28, 29, 30]\n")
+    # kate has the notebook node's cookie, as %node start gives its kernels.
+    cookie = notebook["alex_cookie"]["stdout"].strip()
+    assert cookie and notebook["cookie"]["stdout"] == f'[kate@localhost] "{cookie}"\n'
 
 
 def test_errors_show_as_the_beam_prints_them_and_the_next_cell_works(notebook) -> None:
