@@ -14,10 +14,12 @@ under a lock, and keeps the connection alive the way ``net_kernel`` does:
 * OTP ticks every ``net_ticktime / 4`` seconds (15 s by default) on a connection it has
   written nothing to since the last tick, and drops a peer it has *read* nothing from for
   ``net_ticktime`` (60 s by default; detected 60-75 s after the last byte, as it checks only
-  at its ticks). So a link sends a tick when it wrote nothing for ``tick_time / 4``, answers
-  a tick the same way at once, and gives up on a peer silent for ``tick_time`` — which must
-  not be shorter than the BEAM's ``net_ticktime`` (a quiet BEAM ticks only every
-  ``net_ticktime / 4``). The log line is OTP's: ``** Node kate@localhost not responding **``.
+  at its ticks). So a link sends a tick when it wrote nothing for ``tick_interval``
+  (default ``tick_time / 4``), answers each tick of the peer when it wrote nothing since the
+  peer's previous one (so a BEAM with any ``net_ticktime`` hears from it often enough), and
+  gives up on a peer silent for ``tick_time`` — which must not be shorter than the BEAM's
+  ``net_ticktime`` (a quiet BEAM ticks only every ``net_ticktime / 4``). The log line is
+  OTP's: ``** Node kate@localhost not responding **``.
 * ``Node.ping(:"py@localhost")`` (``net_adm:ping``) from a BEAM monitors ``net_kernel`` on
   this node and sends it ``{:"$gen_call", {pid, [:alias | ref]}, {:is_auth, node}}``; the
   link answers ``{[:alias | ref], :yes}`` to the alias itself, so the ping says ``:pong``.
@@ -530,11 +532,15 @@ class BeamLink:
                  my_creation: int, *, on_event: Callable[[Event], None] | None = None,
                  on_down: Callable[[str], None] | None = None, tick_time: float = 60.0,
                  answer_is_auth: bool = True, net_kernel_pid: Pid | None = None,
-                 max_frame: int = frames.MAX_MESSAGE) -> None:
+                 max_frame: int = frames.MAX_MESSAGE,
+                 tick_interval: float | None = None) -> None:
         self.sock = sock
         self.peer = peer
         self.my_name = my_name
         self.tick_time = float(tick_time)
+        #: A tick goes out when nothing was written for this long (default tick_time / 4);
+        #: shorter than that for a peer whose net_ticktime may be shorter than tick_time.
+        self.tick_interval = float(tick_interval) if tick_interval else self.tick_time / 4
         self.on_event = on_event
         self.on_down = on_down
         self.answer_is_auth = answer_is_auth
@@ -568,6 +574,10 @@ class BeamLink:
     def send_tick(self) -> None:
         self._write(TICK)
 
+    def write_frame(self, data: bytes) -> None:
+        """Write a whole frame made by :func:`encode_frame` (``OSError`` when gone)."""
+        self._write(data)
+
     def _write(self, data: bytes) -> None:
         with self.write_lock:
             self.sock.sendall(data)
@@ -586,6 +596,7 @@ class BeamLink:
 
     def _read_loop(self) -> None:
         reason = "connection_closed"
+        previous_tick = time.monotonic()
         try:
             while self.alive:
                 head = self._recv_exact(4)
@@ -594,8 +605,14 @@ class BeamLink:
                 self.last_recv = time.monotonic()
                 (size,) = _LENGTH.unpack(head)
                 if size == 0:
-                    if time.monotonic() - self.last_send >= self.tick_time / 4:
+                    # A tick is answered when nothing went out since the peer's previous
+                    # tick: the peer then reads something every net_ticktime / 4 of its
+                    # own, whatever its net_ticktime (OTP drops a peer silent that long).
+                    now = self.last_recv
+                    if (now - self.last_send >= self.tick_interval
+                            or self.last_send < previous_tick):
                         self.send_tick()
+                    previous_tick = now
                     continue
                 if size > self.max_frame:
                     raise ProtocolError(f"a frame of {size} bytes (the limit is "
@@ -630,8 +647,8 @@ class BeamLink:
     # ticks and the end
 
     def _tick_loop(self) -> None:
-        interval = self.tick_time / 4
-        while not self._stopped.wait(interval):
+        interval = self.tick_interval
+        while not self._stopped.wait(min(interval, self.tick_time / 4)):
             now = time.monotonic()
             if now - self.last_recv > self.tick_time:
                 log.error("** Node %s not responding **\n** Removing (timedout) connection **",

@@ -14,6 +14,11 @@ it. Then every local process linked to a process of that node gets an exit signa
 ``"noconnection"``, every monitor a ``DOWN`` with ``"noconnection"``, every node monitor
 ``("nodedown", node)``, and pending spawns and calls fail naming the node.
 
+Every connection starts with the Erlang handshake (:mod:`nodelab.dist.erlang_handshake`). A
+peer that proves the cookie with nodelab's HMAC gets a :class:`Connection` (MAC'd pickle
+frames); any other peer — a real ``erl``/``iex`` — a :class:`~nodelab.dist.beam_peer.BeamPeer`
+(ETF frames, ticks of its own), and both sit in the same table.
+
 One concept, the node's table of peers, in one module: which peer is being dialled,
 accepted or connected (one lock), the dial and the accept that move a peer between those
 states, the ticks that notice a silent peer, and nodedown. One connection is
@@ -37,6 +42,7 @@ from nodelab.runtime import gen_server
 from nodelab.runtime import processes as P
 from nodelab.runtime.pids import Pid, Ref, make_ref
 
+from .beam_peer import BeamPeer
 from .connection import BURST_GAP, MAX_PENDING, Connection  # noqa: F401 - re-exported
 from .control import HANDLERS, register_handler  # noqa: F401 - register_handler re-exported
 
@@ -82,7 +88,7 @@ class Distribution:
         self.tick_time = float(tick_time or DEFAULT_TICK_TIME)
         self.mapper_port = mapper_port
         self.host_ip = resolve_host(name.host)
-        self.connections: dict[str, Connection] = {}
+        self.connections: dict[str, Connection | BeamPeer] = {}
         # A connection to a peer is in one of three states, changed only under the lock so
         # that a dial and an incoming handshake for the same peer see each other: dialling
         # (we run the handshake as initiator), accepting (the peer does), or up.
@@ -253,12 +259,13 @@ class Distribution:
         return self._establish(sock, node, result)
 
     def _establish(self, sock: socket.socket, node: str,
-                   result: eh.HandshakeResult) -> Connection | None:
-        if not result.nodelab:  # a peer that speaks only Erlang: not yet (issue 10, part 4)
-            sock.close()
-            return None
-        conn = Connection(self, sock, node, result.send_key, result.recv_key,
-                          result.python_tag)
+                   result: eh.HandshakeResult) -> Connection | BeamPeer:
+        conn: Connection | BeamPeer
+        if result.nodelab:  # it proved the cookie with nodelab's HMAC: pickles and MACs
+            conn = Connection(self, sock, node, result.send_key, result.recv_key,
+                              result.python_tag)
+        else:  # a peer that speaks Erlang: ETF only
+            conn = BeamPeer(self, sock, result)
         old = self.connections.get(node)
         if old is not None:
             # The peer said the old connection is stale (it restarted, or it gave up on a
@@ -273,7 +280,7 @@ class Distribution:
         # peer spawns here, and that then monitors nodes, must not see this nodeup.
         for subscriber in self.node_subscribers.copy():
             P.send(subscriber, ("nodeup", node))
-        conn.reader.start()
+        conn.reader.start() if isinstance(conn, Connection) else conn.start()
         return conn
 
     def _accept_loop(self) -> None:
@@ -355,6 +362,8 @@ class Distribution:
         while not self.stopped.wait(self.tick_time / 4):
             now = time.monotonic()
             for conn in self.connections.copy().values():
+                if not isinstance(conn, Connection):
+                    continue  # a BEAM link ticks by itself
                 if now - conn.last_recv > self.tick_time:
                     log.error("** Node %s not responding **\n** Removing (timedout) connection **",
                               conn.peer)
@@ -395,6 +404,9 @@ class Distribution:
         conn = self.connection(pid.node)
         if conn is None:
             return
+        if not isinstance(conn, Connection):
+            conn.send(pid, message)
+            return
         body = _SEND_HEADER.pack(pid.serial, pid.creation) + _encode_message(message, pid.node)
         conn.send_frame(SEND, body)
 
@@ -405,6 +417,9 @@ class Distribution:
         conn = self.connection(node)
         if conn is None:
             return
+        if not isinstance(conn, Connection):
+            conn.send_named(name, message, sender)
+            return
         conn.send_frame(SEND_NAMED, bytes((len(raw),)) + raw + _encode_message(message, node))
 
     def control(self, node: str, op: tuple, *, connect: bool = True) -> bool:
@@ -412,6 +427,8 @@ class Distribution:
         conn = self.connection(node, connect=connect)
         if conn is None:
             return False
+        if not isinstance(conn, Connection):
+            return conn.control(op)
         return conn.send_frame(frames.DATA, shipment.dumps(op))
 
     def request(self, node: str, op_builder: Any, timeout: float) -> Any:
@@ -433,8 +450,7 @@ class Distribution:
                 self.request_watchers[ref] = (caller, node)
             try:
                 conn = self.connection(node)
-                if conn is None or not conn.send_frame(frames.DATA,
-                                                       shipment.dumps(op_builder(ref, caller))):
+                if conn is None or not self._send_op(conn, op_builder(ref, caller)):
                     raise ConnectionError(node)
                 try:
                     return gen_server.await_reply(ref, ref, timeout, head="$reply")
@@ -445,6 +461,12 @@ class Distribution:
                     self.request_watchers.pop(ref, None)
         finally:
             P.leave_critical(token)
+
+    @staticmethod
+    def _send_op(conn: Connection | BeamPeer, op: tuple) -> bool:
+        if isinstance(conn, Connection):
+            return conn.send_frame(frames.DATA, shipment.dumps(op))
+        return conn.control(op)
 
     # --- receiving --------------------------------------------------------------------
 

@@ -74,14 +74,86 @@ def stop_group_leader(pid: Pid) -> None:
 
 
 def _perform(write: Writer, request: Any) -> Any:
-    if type(request) is tuple and len(request) == 3 and request[0] == "put_chars":
-        _, stream, text = request
-        try:
-            write(stream, str(text))
-        except Exception as error:  # noqa: BLE001 - the printer gets the error, not the leader
-            return ("error", repr(error))
-        return "ok"
-    return ("error", "request")
+    """One request of Erlang's I/O protocol; its answer.
+
+    nodelab's own ``("put_chars", "stdout" | "stderr", text)``, and what a BEAM process's
+    ``IO.puts`` sends its group leader: ``{put_chars, unicode, Chars}``, ``{put_chars,
+    unicode, io_lib, format, [Format, Args]}`` and the old ``{put_chars, Chars}``. Chars may
+    be a binary (``str`` or ``bytes``) or an iolist. The BEAM's land exactly where a nodelab
+    print to this group leader lands (the ``stdout`` stream). Anything else (``get_geometry``,
+    ``get_line``...) is answered ``{error, enotsup}``.
+    """
+    if type(request) is not tuple or not request or request[0] != "put_chars":
+        if type(request) is tuple and request and request[0] == "requests" and len(request) == 2:
+            answer: Any = "ok"
+            for each in request[1] if isinstance(request[1], list) else []:
+                answer = _perform(write, each)
+                if answer != "ok":
+                    break
+            return answer
+        return ("error", "enotsup")
+    if len(request) == 3:
+        _, stream, chars = request
+    elif len(request) == 2:
+        stream, chars = "unicode", request[1]
+    elif len(request) == 5 and request[1:3] == ("unicode", "io_lib") and request[3] == "format":
+        args = request[4]
+        if not (isinstance(args, list) and len(args) == 2):
+            return ("error", "format")
+        stream, chars = "unicode", _io_lib_format(args[0], args[1])
+    else:
+        return ("error", "enotsup")
+    if stream not in ("stdout", "stderr"):
+        stream = "stdout"  # an Erlang encoding (unicode, latin1): the group leader's output
+    try:
+        text = _chars(chars)
+    except (TypeError, ValueError):
+        return ("error", "badarg")
+    try:
+        write(stream, text)
+    except Exception as error:  # noqa: BLE001 - the printer gets the error, not the leader
+        return ("error", repr(error))
+    return "ok"
+
+
+def _chars(chars: Any) -> str:
+    """Text, bytes or an Erlang iolist/chardata (nested lists of code points and binaries)."""
+    if isinstance(chars, str):
+        return chars
+    if isinstance(chars, (bytes, bytearray)):
+        return bytes(chars).decode("utf-8", "replace")
+    if isinstance(chars, int) and not isinstance(chars, bool):
+        return chr(chars)
+    if isinstance(chars, list):
+        return "".join(_chars(part) for part in chars)
+    raise TypeError(f"not chardata: {chars!r:.60}")
+
+
+def _io_lib_format(fmt: Any, args: Any) -> str:
+    """The common directives of ``io_lib:format/2`` (``~s ~p ~w ~n ~~``), for ``:io.format``."""
+    text = _chars(fmt)
+    values = list(args) if isinstance(args, list) else []
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "~" and i + 1 < len(text):
+            directive = text[i + 1]
+            i += 2
+            if directive == "n":
+                out.append("\n")
+            elif directive == "~":
+                out.append("~")
+            elif directive in "spwtPW" and values:
+                value = values.pop(0)
+                out.append(_chars(value) if directive in "st" and isinstance(
+                    value, (str, bytes, list)) else repr(value))
+            else:
+                out.append("~" + directive)
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 def put_chars(group_leader: Pid, text: str, stream: str = "stdout") -> None:
