@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from nodelab.dist import shipment
 from nodelab.dist.names import InvalidNodeName
+from nodelab.dist.term_format import Atom, ImproperList
 from nodelab.runtime.group_leader import start_group_leader
 from nodelab.runtime.pids import Pid, Ref, make_ref
 from nodelab.runtime.processes import (
@@ -54,7 +55,8 @@ __version__ = "0.1.0"
 # The public surface, listed once: the README and docs/architecture.md describe these names,
 # and the prelude below is drawn from them.
 __all__ = [
-    "ANY", "AlreadyAlive", "Application", "Supervisor", "Task", "TaskSupervisor",
+    "ANY", "AlreadyAlive", "Application", "Atom", "ImproperList", "Supervisor", "Task",
+    "TaskSupervisor",
     "CodeVersionMismatch", "Crash", "InvalidNodeName", "MessageTooLarge",
     "NoConnection", "Node", "NodelabError", "NotAlive", "Pid", "Process", "ProcessExit", "Ref",
     "demonitor", "exit", "flush", "group_leader", "link", "make_ref", "monitor", "on",
