@@ -74,10 +74,12 @@ def table_problems() -> list[str]:
                 problems.append(f"{name!r} names {proc!r}, which is not in the table")
             elif proc.name != name:
                 problems.append(f"{name!r} names {proc!r}, which calls itself {proc.name!r}")
+    # A process just handed to a worker has no thread for a moment: one second, in all.
+    deadline = time.monotonic() + 1.0
     for proc in table.values():
         if proc.status != "running":
             continue
-        if not proc.is_shell and not _runs_somewhere(proc):
+        if not proc.is_shell and not _runs_somewhere(proc, deadline):
             problems.append(f"{proc!r} is listed as running, but no thread runs it")
         for other in proc.links.copy():
             peer = table.get(other.serial) if other.is_local else None
@@ -102,9 +104,7 @@ def table_problems() -> list[str]:
     return problems
 
 
-def _runs_somewhere(proc: Any) -> bool:
-    # A process just handed to a worker has no thread for a moment: give it one second.
-    deadline = time.monotonic() + 1.0
+def _runs_somewhere(proc: Any, deadline: float) -> bool:
     while proc.ident is None and proc.status == "running" and time.monotonic() < deadline:
         time.sleep(0.001)
     return proc.ident is not None or proc.status != "running"
