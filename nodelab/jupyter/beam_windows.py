@@ -229,7 +229,7 @@ class BeamWindow:
         return self.wait_stopped(time.monotonic() + timeout)
 
     def close_input(self) -> None:
-        """Ask the node to stop without waiting (see :func:`stop_all`)."""
+        """Ask the node to stop without waiting (see :func:`stop_windows`)."""
         self._closed = True
         if self.proc is not None and self.proc.stdin is not None and not self.proc.stdin.closed:
             try:
@@ -287,7 +287,13 @@ class BeamWindow:
     def _interrupt(self, request: str, why: str) -> tuple[str, list[str]]:
         self._labeller.write("stderr", f"the cell {why}: its shell process is killed\n")
         self._send(f"interrupt {request}\n")
-        return self._wait_answer(request, time.monotonic() + INTERRUPT_TIMEOUT, None)
+        try:
+            return self._wait_answer(request, time.monotonic() + INTERRUPT_TIMEOUT, None)
+        except TimeoutError:
+            short = self.node.split("@")[0]
+            raise NodelabError(f"{self.node} does not answer: its shell process could not be "
+                               f"stopped within {INTERRUPT_TIMEOUT:g} s; stop the node with "
+                               f"%node stop {short}") from None
 
     def _send(self, line: str) -> None:
         try:
@@ -327,7 +333,8 @@ class BeamWindow:
             if time.monotonic() >= deadline:
                 if showing:
                     raise TimeoutError(request)
-                raise NodelabError(f"{self.node} did not {doing} in time{self._tail()}")
+                raise NodelabError(f"{self.node} did not {doing} within the time it had"
+                                   f"{self._tail()}")
 
     def _wait_synced(self, request: str, deadline: float) -> None:
         with self._changed:

@@ -38,7 +38,7 @@ WINDOW_ENV = "NODELAB_WINDOW"
 START_TIMEOUT = 60.0
 CELL_TIMEOUT = 60.0
 
-_windows: dict[str, Window] = {}
+_windows: dict[str, Window | BeamWindow] = {}
 _lock = threading.Lock()
 
 
