@@ -347,6 +347,17 @@ def test_python_spawns_on_the_beam_and_the_print_lands_in_the_callers_leader(
         Node.spawn(KATE, lambda: print("no"))
 
 
+def test_a_nodelab_group_leader_answers_the_erlang_io_protocol(kate: BeamNode) -> None:
+    leader, written = collecting_leader()
+    send(("kate_shell", KATE), (Atom("pid"), leader))
+    got = kate.eval('receive do {:pid, gl} -> {IO.puts(gl, "direct"), :io.format(gl, '
+                    '"f ~p ~s~n", [[1], "x"]), IO.write(gl, [?a, "b", [?c]]), '
+                    ':io.columns(gl), :io.request(gl, {:put_chars, "old form"})} '
+                    'after 3000 -> :none end')
+    assert got == "{:ok, :ok, :ok, {:error, :enotsup}, :ok}", got
+    assert written == ["direct\n", "f [1] x\n", "abc", "old form"]
+
+
 def test_erpc_and_rpc_into_python(kate: BeamNode) -> None:
     assert kate.eval(f':erpc.call(:"{ALEX}", :greeter, :add, [2, 3])') == "5"
     assert kate.eval(f':rpc.call(:"{ALEX}", :greeter, :add, [2, 3])') == "5"
