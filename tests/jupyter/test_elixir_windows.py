@@ -129,6 +129,18 @@ def notebook(tmp_path_factory):
         cells["compile_error"] = kernel.run("%%node kate\nundefined_thing(name)")
         cells["raise"] = kernel.run('%%node kate\nraise "boom"')
         cells["after_errors"] = kernel.run("%%node kate\nname <> \"!\"")
+        # With the Erlang distribution of nodelab/dist, the notebook node and the BEAM
+        # window share one cluster: the seed's first example, with a real kate.
+        cells["ping"] = kernel.run("%ping kate")
+        cells["kate_module"] = kernel.run(
+            '%%node kate\ndefmodule Kate do\n  def say_name, do: IO.puts("Hi, my name is Kate")'
+            "\nend\nNode.list()")
+        cells["seed"] = kernel.run(
+            "from nodelab import Node, monitor, receive, ANY\n"
+            "from nodelab.jupyter.magics import settle\n"
+            'pid = Node.spawn_link("kate@localhost", "Kate", "say_name", [])\n'
+            'print(receive(("DOWN", monitor(pid), ANY, ANY, ANY), timeout=10)[4])\n'
+            "settle(pid)")
         cells["spawn"] = kernel.run('%%node kate\nspawn(fn -> Process.sleep(300); '
                                     'IO.puts("late from #{node()}") end)\n:spawned')
         time.sleep(0.6)
@@ -215,6 +227,15 @@ def test_errors_show_as_the_beam_prints_them_and_the_next_cell_works(notebook) -
     assert compile_error["stdout"] == "" and compile_error["error"] == ""
     assert notebook["raise"]["stderr"] == "[kate@localhost] ** (RuntimeError) boom\n"
     assert notebook["after_errors"]["stdout"] == '[kate@localhost] "Kate!"\n'
+
+
+def test_the_notebook_node_and_the_beam_window_share_a_cluster(notebook) -> None:
+    assert notebook["ping"]["result"] == "'pong'", notebook["ping"]
+    assert notebook["kate_module"]["stdout"] == "[kate@localhost] [:alex@localhost]\n"
+    # kate's IO.puts goes to the caller's group leader: this cell, unlabelled, as in iex.
+    # (Its order against this cell's own print is the group leader's thread's business.)
+    lines = notebook["seed"]["stdout"].splitlines()
+    assert sorted(lines) == ["Hi, my name is Kate", "normal"], notebook["seed"]
 
 
 def test_late_output_of_a_spawned_process_reaches_the_next_look(notebook) -> None:
