@@ -473,16 +473,52 @@ WITH_MESSAGE = frozenset({SEND, SEND_TT, REG_SEND, REG_SEND_TT, SEND_SENDER, SEN
                           ALIAS_SEND, ALIAS_SEND_TT})
 
 
+class UndecodableMessage(ProtocolError):
+    """A send whose control message is sound but whose message has no Python form here
+    (e.g. a map with both ``:a`` and ``"a"`` as keys): that one message is dropped with one
+    log line, the connection lives. ``control`` is the decoded control message."""
+
+    def __init__(self, message: str, control: tuple) -> None:
+        super().__init__(message)
+        self.control = control
+
+
 def decode_frame(body: bytes, atom_cache: tf.AtomCache | None = None) -> Event:
-    """Decode one frame body (not a tick) into an :class:`Event`."""
+    """Decode one frame body (not a tick) into an :class:`Event`.
+
+    Raises :class:`UndecodableMessage` when only the message part cannot be decoded, and
+    :class:`ProtocolError` for a frame that is broken as a whole.
+    """
     try:
         control, message = tf.decode_dist_message(body, atom_cache)
     except tf.TermDecodeError as error:
+        control = _control_of(body)
+        if control is not None:
+            raise UndecodableMessage(str(error), control) from None
         raise ProtocolError(str(error)) from None
     takes_message = isinstance(control, tuple) and bool(control) and control[0] in WITH_MESSAGE
     if not takes_message and message is not None:
         raise ProtocolError("a message follows a control message that takes none")
     return decode_event(control, message if takes_message else NO_MESSAGE)
+
+
+def _control_of(body: bytes) -> tuple | None:
+    """The control message of a pass-through send whose control part decodes."""
+    if not body or body[0] != tf.PASS_THROUGH:
+        return None
+    try:
+        control, end = tf.decode_from(body, 1)
+    except tf.TermDecodeError:
+        return None
+    # Only a plain message is dropped: losing an exit signal or a spawn request silently
+    # would leave a link or a caller waiting forever, so those close the connection.
+    if isinstance(control, tuple) and control and control[0] in _SENDS and end < len(body):
+        return control
+    return None
+
+
+_SENDS = frozenset({SEND, SEND_TT, REG_SEND, REG_SEND_TT, SEND_SENDER, SEND_SENDER_TT,
+                    ALIAS_SEND, ALIAS_SEND_TT})
 
 
 def encode_frame(event: Event) -> bytes:
@@ -621,7 +657,14 @@ class BeamLink:
                 if body is None:
                     break
                 self.last_recv = time.monotonic()
-                self._dispatch(decode_frame(body, self.atom_cache))
+                try:
+                    event = decode_frame(body, self.atom_cache)
+                except UndecodableMessage as error:
+                    log.error("** A message from node %s was dropped: %s (%s) **",
+                              self.peer.name, error,
+                              OPERATION_NAMES.get(error.control[0], error.control[0]))
+                    continue
+                self._dispatch(event)
         except ProtocolError as error:
             log.error("** Malformed distribution message from node %s: %s. Closing the "
                       "connection. **", self.peer.name, error)

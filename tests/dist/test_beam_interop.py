@@ -207,6 +207,15 @@ def test_messages_to_pids_and_names_both_ways(kate: BeamNode, inbox: None) -> No
     assert receive("by_pid", timeout=5) == "by_pid"
 
 
+def test_a_message_with_no_python_form_is_dropped_and_the_connection_lives(
+        kate: BeamNode, inbox: None, log_lines: list[str]) -> None:
+    kate.eval(f'send({{:pybox, :"{ALEX}"}}, %{{:a => 1, "a" => 2}}); '
+              f'send({{:pybox, :"{ALEX}"}}, :after_it)')
+    assert receive(timeout=5) == "after_it"  # the map (no dict form) was dropped, alone
+    assert KATE in Node.list()
+    assert len(log_lines) == 1 and "A message from node kate@localhost was dropped" in log_lines[0]
+
+
 def test_a_value_with_no_erlang_form_is_refused_at_send(kate: BeamNode, inbox: None) -> None:
     shell = kate_pid(kate)
     with pytest.raises(TermEncodeError, match="function"):
