@@ -233,9 +233,11 @@ def test_the_notebook_node_and_the_beam_window_share_a_cluster(notebook) -> None
     assert notebook["ping"]["result"] == "'pong'", notebook["ping"]
     assert notebook["kate_module"]["stdout"] == "[kate@localhost] [:alex@localhost]\n"
     # kate's IO.puts goes to the caller's group leader: this cell, unlabelled, as in iex.
-    # (Its order against this cell's own print is the group leader's thread's business.)
+    # (Its order against this cell's own print is the group leader's thread's business;
+    # the DOWN says noproc when the process had ended before the monitor was set.)
     lines = notebook["seed"]["stdout"].splitlines()
-    assert sorted(lines) == ["Hi, my name is Kate", "normal"], notebook["seed"]
+    assert "Hi, my name is Kate" in lines and len(lines) == 2, notebook["seed"]
+    assert set(lines) - {"Hi, my name is Kate"} <= {"normal", "noproc"}, notebook["seed"]
 
 
 def test_late_output_of_a_spawned_process_reaches_the_next_look(notebook) -> None:
