@@ -242,7 +242,7 @@ def _owner_check(task: Any, what: str) -> None:
     if not isinstance(task, Task):
         raise TypeError(f"Task.{what} takes a Task (what Task.async_ or TaskSupervisor.async_ "
                         f"return), not {task!r}")
-    dead = _exited_shell()
+    dead = P.exited_shell()
     if dead is not None and dead[0] == task.owner:
         # This thread's shell was the owner and has died since (of the task's own crash,
         # through the link, before we got here): report it the way await would have.
@@ -253,17 +253,6 @@ def _owner_check(task: Any, what: str) -> None:
             f"Task.{what} must be called by the task's owner {task.owner!r}, and this is "
             f"{me!r}: only the process that started a task receives its reply (a notebook "
             "shell that crashed meanwhile is a new process; start the task again)")
-
-
-def _exited_shell() -> tuple[Pid, Any] | None:
-    """This thread's shell process when an exit signal has ended it and the thread has not
-    been given a new one yet (its next ``self()`` does): its PID and its exit reason."""
-    # The one read of a process record left in the OTP layer: the runtime has no function
-    # for a shell that died under a thread which goes on (see the report of issue 9).
-    proc = P.current_or_none()
-    if proc is not None and proc.is_shell and proc.status == "exited":
-        return proc.pid, proc.reason
-    return None
 
 
 def _call_text(task: Task, what: str, timeout: Timeout) -> str:
@@ -296,7 +285,7 @@ def _await_reply(task: Task, timeout: float | None) -> Any:
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         if not P.is_alive(task.owner):
-            dead = _exited_shell()
+            dead = P.exited_shell()
             raise ProcessExit(dead[1] if dead is not None else P.NOPROC, task.owner)
         left = _SHELL_POLL if deadline is None else min(_SHELL_POLL, deadline - time.monotonic())
         try:

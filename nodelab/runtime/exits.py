@@ -16,7 +16,7 @@ from typing import Any
 
 from nodelab.errors import ProcessExit, format_exit
 from nodelab.runtime import _kill
-from nodelab.runtime._table import LocalProcess, current, lookup, runtime
+from nodelab.runtime._table import LocalProcess, current, current_or_none, lookup, runtime
 from nodelab.runtime.mailbox import Signal
 from nodelab.runtime.messages import io_write_async
 from nodelab.runtime.pids import Pid, Ref
@@ -28,6 +28,19 @@ KILL = "kill"
 KILLED = "killed"
 NOPROC = "noproc"
 NOCONNECTION = "noconnection"
+
+
+def exited_shell() -> tuple[Pid, Any] | None:
+    """The calling thread's shell process, if an exit signal has ended it and the thread has
+    not been given a new one yet (its next ``self()`` does): its PID and its exit reason.
+
+    A caller that waited for something the dead shell owned (``Task.await_`` of a task whose
+    crash killed the shell through the link) reports that reason instead of a stranger's.
+    """
+    proc = current_or_none()
+    if proc is not None and proc.is_shell and proc.status == "exited":
+        return proc.pid, proc.reason
+    return None
 
 
 def exit(pid: Pid, reason: Any) -> None:  # the name Elixir and Erlang use

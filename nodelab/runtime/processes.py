@@ -60,6 +60,7 @@ from nodelab.runtime.exits import (
     NORMAL,
     deliver_exit,
     exit,
+    exited_shell,
 )
 from nodelab.runtime.hooks import (
     on_process_exit,
@@ -128,7 +129,7 @@ __all__ = [
     # constants
     "ANY", "KILL", "KILLED", "NOCONNECTION", "NOPROC", "NORMAL", "NO_MATCH", "Crash",
     # processes
-    "spawn", "spawn_link", "spawn_monitor", "start_process", "self", "exit",
+    "spawn", "spawn_link", "spawn_monitor", "start_process", "self", "exit", "exited_shell",
     "send", "receive", "take", "flush", "sleep", "on", "matches",
     "link", "unlink", "monitor", "demonitor", "is_monitoring", "forget_monitor",
     "forget_watcher", "hand_over_monitor", "exit_from", "watch_node", "unwatch_node",
