@@ -174,7 +174,7 @@ def section_sigstop(quick: bool) -> None:
     """SIGSTOP (a silent node): detection by the tick, then SIGCONT and reconnection."""
     rounds = 2 if quick else 5
     for tick in (1.0, 2.0):
-        P.runtime.distribution.tick_time = tick
+        P.current_transport().tick_time = tick
         detections, reconnections = [], []
         Process.flag("trap_exit", True)
         for number in range(rounds):
@@ -199,7 +199,7 @@ def section_sigstop(quick: bool) -> None:
         row("sigstop", f"frozen node noticed, tick {tick:g} s (BEAM ~1.2 x tick)",
             summary(detections))
         row("sigstop", f"SIGCONT -> Node.ping pong again, tick {tick:g} s", summary(reconnections))
-    P.runtime.distribution.tick_time = 1.0
+    P.current_transport().tick_time = 1.0
 
 
 def section_portmapper(quick: bool) -> None:
@@ -219,7 +219,7 @@ def section_portmapper(quick: bool) -> None:
         got = [receive(timeout=5, after=None) for _ in range(1000)]
         lost += sum(1 for a, b in zip(got, range(1000), strict=True) if a != b)
         wait_until(lambda port=kate_port: portmapper.lookup("mapperless") == port
-                   and portmapper.lookup("alex") == P.runtime.distribution.port, 30)
+                   and portmapper.lookup("alex") == P.current_transport().port, 30)
         recoveries.append(time.monotonic() - started)
     row("portmapper", "messages lost on a live connection while the mapper was dead",
         f"{lost} of {1000 * rounds}")
@@ -257,12 +257,12 @@ def section_cookie(quick: bool) -> None:
     """Wrong cookies from hand-made peers: refused every time, one log line each."""
     attempts = 50 if quick else 200
     lines: list[str] = []
-    old_sink, P.runtime.error_sink = P.runtime.error_sink, lines.append
+    old_sink = P.set_error_sink(lines.append)
     refused = 0
     started = time.monotonic()
     try:
         for number in range(attempts):
-            with socket.create_connection(("127.0.0.1", P.runtime.distribution.port), 3) as sock:
+            with socket.create_connection(("127.0.0.1", P.current_transport().port), 3) as sock:
                 try:
                     erlang_handshake.initiate(sock, "wrong_cookie", f"eve{number}@localhost",
                                               Node.self(), 1, python_tag=shipment.PYTHON_TAG)
@@ -272,7 +272,7 @@ def section_cookie(quick: bool) -> None:
         wait_until(lambda: len(lines) >= attempts, 3)
         time.sleep(0.2)
     finally:
-        P.runtime.error_sink = old_sink
+        P.set_error_sink(old_sink)
     rejected = [line for line in lines if "rejected. Invalid challenge reply." in line]
     row("cookie", "wrong cookie refused", f"{refused}/{attempts} ({100 * refused / attempts:.0f}%)")
     row("cookie", "log lines per refused attempt", f"{len(rejected) / attempts:.2f} "
@@ -326,14 +326,14 @@ def section_fuzz(quick: bool) -> None:
     kate = start_peer("fuzzwatch")
     me = self()
     echo = Node.spawn(kate.node, lambda: [send(m[0], m[1]) for m in iter(receive, None)])
-    old_sink, P.runtime.error_sink = P.runtime.error_sink, lambda _line: None
+    old_sink = P.set_error_sink(lambda _line: None)
     counts = {"before the handshake": 0, "after the handshake": 0}
     failures = 0
     try:
         for phase in counts:
             deadline = time.monotonic() + budget / 2
             while time.monotonic() < deadline:
-                port = P.runtime.distribution.port
+                port = P.current_transport().port
                 if phase == "before the handshake":
                     with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
                         try:
@@ -356,7 +356,7 @@ def section_fuzz(quick: bool) -> None:
                 if receive(counts[phase], timeout=5, after=None) is None:
                     failures += 1
     finally:
-        P.runtime.error_sink = old_sink
+        P.set_error_sink(old_sink)
         unregister("figures_sentinel")
     queued = Process.info(sentinel)["message_queue_len"]
     exit(sentinel, "kill")
@@ -422,7 +422,7 @@ def section_crowd(quick: bool) -> None:
 def section_idle(quick: bool) -> None:
     """16 idle nodes, connected to this one: CPU over 5 s, with the default tick and 1 s."""
     for tick in (None, 1.0):
-        P.runtime.distribution.tick_time = tick or 15.0
+        P.current_transport().tick_time = tick or 15.0
         peers = start_peers([f"idle{i:02d}" for i in range(16)], tick_time=tick)
         for p in peers:
             Node.ping(p.node)
@@ -440,7 +440,7 @@ def section_idle(quick: bool) -> None:
         for p in peers:
             p.stop()
             _started.remove(p)
-    P.runtime.distribution.tick_time = 1.0
+    P.current_transport().tick_time = 1.0
 
 
 def section_mailbox(quick: bool) -> None:
@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = args.only or list(SECTIONS)
     Node.start("alex", cookie=COOKIE, tick_time=1.0)
-    P.runtime.error_sink = lambda _line: None  # the figures, not the nodes' logs
+    P.set_error_sink(lambda _line: None)  # the figures, not the nodes' logs
     failed = []
     try:
         for name in SECTIONS:

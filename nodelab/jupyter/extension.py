@@ -40,14 +40,12 @@ def _before_cell(info: Any = None) -> None:
 
     output = CellOutput.capture()
     leader = start_group_leader(lambda stream, text: output.write(text, stream))
-    proc = P.current()
-    proc.group_leader = leader
+    P.group_leader(leader, P.self())
     leaders = _state["leaders"]
     leaders.append((leader, output))
     while len(leaders) > KEEP_LEADERS:
         old, _ = leaders.pop(0)
-        if not any(p.group_leader == old for p in list(P.runtime.processes.values())
-                   if p.pid != old):
+        if not [pid for pid in P.led_by(old) if pid != old]:
             stop_group_leader(old)
     _state["current"] = output
 

@@ -102,7 +102,7 @@ def settle(pid: Pid, timeout: float = SETTLE_TIMEOUT) -> None:
     the process is settled, so by then they are in the leader's mailbox. Both waits only
     look (``Process.info``): they send no message that ``%%sequence`` would draw.
     """
-    leader = P.current().group_leader
+    leader = P.group_leader()
     deadline = time.monotonic() + timeout
     try:
         _wait_until_idle(pid, deadline)

@@ -96,19 +96,6 @@ class Runtime:
     def new_pid(self) -> Pid:
         return Pid.of_this_node(next(self.serials))
 
-    @property
-    def distribution(self) -> Any:
-        """The transport (kept for code written before :mod:`.transport`; read it once)."""
-        from nodelab.runtime.transport import current_transport
-
-        return current_transport()
-
-    @distribution.setter
-    def distribution(self, value: Any) -> None:
-        from nodelab.runtime.transport import set_transport
-
-        set_transport(value)
-
 
 runtime = Runtime()
 

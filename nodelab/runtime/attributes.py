@@ -48,6 +48,13 @@ def set_group_leader_of_all(old: Pid | None, new: Pid | None) -> None:
             proc.group_leader = new
 
 
+def led_by(leader: Pid) -> list[Pid]:
+    """The live processes whose group leader is ``leader`` (a cell's leader can be stopped
+    once no process prints through it any more)."""
+    return [proc.pid for proc in runtime.processes.copy().values()
+            if proc.group_leader == leader and proc.status == "running"]
+
+
 def set_trap_exit(flag: bool) -> bool:
     """``Process.flag("trap_exit", flag)`` for the caller; returns the old value."""
     me = current()

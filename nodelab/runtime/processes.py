@@ -32,17 +32,11 @@ from nodelab.runtime._kill import check as check_exit
 from nodelab.runtime._kill import enter as enter_critical
 from nodelab.runtime._kill import leave as leave_critical
 from nodelab.runtime._kill import wait_lock
-from nodelab.runtime._table import (  # kept while other layers move to the functions below
-    LocalProcess,
-    current,
-    current_or_none,
-    lookup,
-    runtime,
-)
 from nodelab.runtime.attributes import (
     caller,
     default_group_leader,
     group_leader,
+    led_by,
     new_placeholder_pid,
     process_dictionary,
     self,
@@ -58,7 +52,6 @@ from nodelab.runtime.exits import (
     NOCONNECTION,
     NOPROC,
     NORMAL,
-    deliver_exit,
     exit,
     exited_shell,
 )
@@ -134,7 +127,7 @@ __all__ = [
     "link", "unlink", "monitor", "demonitor", "is_monitoring", "forget_monitor",
     "forget_watcher", "hand_over_monitor", "exit_from", "watch_node", "unwatch_node",
     "register", "unregister", "whereis", "registered", "registered_name",
-    "caller", "group_leader", "default_group_leader", "set_default_group_leader",
+    "caller", "group_leader", "led_by", "default_group_leader", "set_default_group_leader",
     "set_group_leader_of_all", "set_trap_exit", "trap_exit", "process_dictionary",
     "new_placeholder_pid", "io_write_async",
     "info", "processes", "is_alive", "status", "links", "is_shell", "worker_threads",
@@ -148,6 +141,4 @@ __all__ = [
     "deliver", "deliver_named", "add_remote_link", "remove_remote_link", "remote_exit",
     "add_remote_monitor", "remove_remote_monitor", "remote_down", "spawn_for_peer",
     "spawn_reply", "reply", "node_down",
-    # kept while other layers move to the functions above (do not use in new code)
-    "LocalProcess", "current", "current_or_none", "lookup", "runtime", "deliver_exit",
 ]

@@ -31,7 +31,7 @@ start_peer = CORE_CONFTEST.start_peer
 def alex() -> Iterator[str]:
     """This process as the node ``alex@localhost`` with the tests' cookie and a 1 s tick."""
     if Node.alive():
-        dist = P.runtime.distribution
+        dist = P.current_transport()
         assert dist.cookie == COOKIE, "another fixture started this node with another cookie"
         old_tick, dist.tick_time = dist.tick_time, TICK
         yield Node.self()
@@ -56,12 +56,11 @@ def clean_mailbox() -> Iterator[None]:
 
 @pytest.fixture
 def error_lines() -> Iterator[list[str]]:
-    """What this node logs (``P.runtime.error_sink``), one entry per log line."""
+    """What this node logs (``P.set_error_sink``), one entry per log line."""
     lines: list[str] = []
-    old = P.runtime.error_sink
-    P.runtime.error_sink = lines.append
+    old = P.set_error_sink(lines.append)
     yield lines
-    P.runtime.error_sink = old
+    P.set_error_sink(old)
 
 
 @pytest.fixture

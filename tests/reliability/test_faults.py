@@ -220,7 +220,7 @@ def test_a_new_connection_from_a_connected_node_takes_the_old_one_down_first(
     # kate connects again while alex still holds the old connection: what alex sees when
     # kate's host lost the connection without telling (a half-open connection) and kate
     # dials anew. A hand-made peer that knows the cookie plays that new connection.
-    again = RawPeer(P.runtime.distribution.port, COOKIE, kate.node, alex)
+    again = RawPeer(P.current_transport().port, COOKIE, kate.node, alex)
     try:
         # Before anything else uses the new connection, the old one's processes are gone
         # for alex: the BEAM delivers nodedown for the old connection first. (Answer
@@ -326,7 +326,7 @@ def test_killing_the_port_mapper_keeps_connections_and_lookups_recover(
     send(echo, (me, "before"))
     assert receive("before", timeout=5)
     kate_port = portmapper.lookup("kate")
-    alex_port = P.runtime.distribution.port
+    alex_port = P.current_transport().port
     old_mapper = portmapper.mapper_pid()
     assert old_mapper is not None
 

@@ -64,7 +64,7 @@ def fuzz_settings(examples: int) -> settings:
 
 
 def my_port() -> int:
-    return P.runtime.distribution.port
+    return P.current_transport().port
 
 
 def hello(name: bytes, flags: int = eh.DEFAULT_FLAGS, creation: int = 1) -> bytes:

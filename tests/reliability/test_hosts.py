@@ -82,7 +82,7 @@ def two_nodes(hosts, tmp_path) -> Iterator[tuple[TwoHosts, Remote, Remote]]:
 def test_long_name_nodes_on_two_hosts_connect_and_spawn(two_nodes) -> None:
     hosts, alex, kate = two_nodes
     # Each host has its own port mapper; alex finds kate's port by asking kate's host.
-    kate_port = kate("P.runtime.distribution.port")
+    kate_port = kate("P.current_transport().port")
     assert alex(f"portmapper.lookup('kate', {TwoHosts.B_IP!r})") == kate_port
     assert alex("portmapper.lookup('kate', '127.0.0.1')") is None  # not on alex's host
     assert alex(f"Node.ping({KATE!r})") == "pong"
