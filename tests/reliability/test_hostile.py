@@ -313,6 +313,9 @@ def test_a_recorded_initiator_handshake_cannot_be_replayed(alex, error_lines, se
         result = eh.initiate(recording, COOKIE, "mallory@localhost", Node.self(), 1,
                              python_tag=shipment.PYTHON_TAG)
         assert result.nodelab  # a genuine handshake, by someone with the cookie
+        # alex registers the connection after its ack: wait for it, so that the wait below
+        # sees it go (a replay while it is still up would rightly be answered "alive").
+        assert wait_until(lambda: "mallory@localhost" in Node.list(), 3)
     hello_bytes, reply_bytes = recording.sent
     assert wait_until(lambda: "mallory@localhost" not in Node.list(), 3)
     for _ in range(5):
