@@ -37,7 +37,16 @@ in Python: a lowercase atom is an importable module (``:greeter`` -> ``greeter``
 alias (``Greeter`` = ``Elixir.Greeter``) is looked up in the node's namespace first, as shipped
 functions are; an unknown one ends the process with ``{undef, [{M, F, Args, []}]}``, as on the
 BEAM. ``erpc:execute_call/4`` (what ``:erpc.call`` and, in OTP 25, ``:rpc.call`` spawn) is
-answered the way OTP's ``erpc`` does it. REG_SENDs to names nobody registered here
+answered the way OTP's ``erpc`` does it.
+
+Registered names cross with one rule (:func:`beam_name`, :func:`local_name`): a nodelab name
+that starts with a capital, ``"Chat.TaskSupervisor"``, is the Elixir alias
+``:"Elixir.Chat.TaskSupervisor"`` on the BEAM (a REG_SEND, a monitor, a DOWN), and a REG_SEND or
+monitor from the BEAM to ``Elixir.X`` reaches the nodelab name ``X`` unless ``Elixir.X`` itself
+is registered here. So ``Task.Supervisor.async({Chat.TaskSupervisor, :"alex@localhost"}, ...)``
+from Elixir finds the Python chat app's supervisor. A module ``Elixir.Chat`` is looked up as
+``Chat`` and then as the Python module ``chat`` (``MyApp.Chat`` -> ``my_app.chat``, the way
+Elixir names a module's file). REG_SENDs to names nobody registered here
 (``global_name_server``...) are dropped quietly; ``rex``'s ``features_request`` is answered
 ``{features_reply, node(), [erpc]}``.
 """
@@ -46,6 +55,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -121,13 +131,55 @@ def module_atom(module: Any) -> Atom:
     raise TypeError(f"{module!r} is not a module name: pass a module like 'Kate' or Atom('io')")
 
 
+def beam_name(name: str) -> Atom:
+    """A registered name of this node as the BEAM spells it: ``"Chat.TaskSupervisor"`` ->
+    ``Elixir.Chat.TaskSupervisor`` (an Elixir alias, like :func:`module_atom`); ``"echo"``
+    -> ``echo``. Names that are already atoms go as they are."""
+    if isinstance(name, Atom):
+        return name
+    return module_atom(name) if name else Atom(name)
+
+
+def local_name(name: str) -> str:
+    """The name a BEAM's REG_SEND or monitor of ``name`` reaches on this node.
+
+    The rule: a name registered here as it is wins; else ``Elixir.X`` reaches the nodelab name
+    ``X`` (``Chat.TaskSupervisor`` from Elixir is ``:"Elixir.Chat.TaskSupervisor"``, the
+    Python app registers ``"Chat.TaskSupervisor"``).
+    """
+    if name.startswith("Elixir.") and P.whereis(name) is None:
+        short = name[len("Elixir."):]
+        if short and P.whereis(short) is not None:
+            return short
+    return name
+
+
+def _underscore(alias: str) -> str:
+    # Elixir's Macro.underscore, per segment: MyApp.Chat -> my_app.chat
+    return ".".join(re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", part).lower()
+                    for part in alias.split("."))
+
+
 def python_target(module: str, function: str) -> Any:
-    """The Python function a BEAM's ``module:function`` names on this node."""
-    name = module[len("Elixir."):] if module.startswith("Elixir.") else module
-    return shipment.import_function(name, function)
+    """The Python function a BEAM's ``module:function`` names on this node.
+
+    ``Elixir.Chat`` is looked up as ``Chat`` (the node's namespace, then an importable module
+    ``Chat``), then as the Python module its name underscored gives, ``chat``
+    (``MyApp.Chat`` -> ``my_app.chat``), the way Elixir names the file of a module.
+    """
+    if not module.startswith("Elixir."):
+        return shipment.import_function(module, function)
+    name = module[len("Elixir."):]
+    try:
+        return shipment.import_function(name, function)
+    except ImportError:
+        underscored = _underscore(name)
+        if underscored == name:
+            raise
+        return shipment.import_function(underscored, function)
 
 
-def _run_for_beam(module: str, function: str, args: list) -> Any:
+def run_for_beam(module: str, function: str, args: list) -> Any:
     try:
         fn = python_target(module, function)
     except (ImportError, AttributeError, NameError):
@@ -140,7 +192,7 @@ def _erpc_execute_call(ref: Any, module: Any, function: Any, args: Any) -> None:
     # OTP 25's erpc:execute_call/4: the caller monitors this process and reads the result
     # from the DOWN's reason.
     try:
-        result = _run_for_beam(str(module), str(function), list(args))
+        result = run_for_beam(str(module), str(function), list(args))
     except ProcessExit as exit_:
         if isinstance(exit_.reason, tuple) and exit_.reason and exit_.reason[0] == "undef":
             raise ProcessExit((ref, Atom("error"), Atom("undef"), exit_.reason[1])) from None
@@ -211,7 +263,7 @@ class BeamPeer:
 
     def send_named(self, name: str, message: Any, sender: Pid) -> bool:
         message = erlang_message(self._alias_tag(message))
-        return self._send(bl.RegSend(sender, Atom(name), message))
+        return self._send(bl.RegSend(sender, beam_name(name), message))
 
     def _alias_tag(self, message: Any) -> Any:
         # A call's ``(caller, ref)`` goes out as OTP 24+'s ``{caller, [alias | ref]}``: the
@@ -236,13 +288,13 @@ class BeamPeer:
         if kind in ("monitor", "demonitor"):
             target = op[2]
             if isinstance(target, tuple):
-                target = Atom(target[0])
+                target = beam_name(target[0])
             event = bl.Monitor if kind == "monitor" else bl.Demonitor
             return self._send(event(op[1], target, op[3]))
         if kind == "down":
             target = op[1]
             if isinstance(target, tuple):
-                target = Atom(target[0])
+                target = beam_name(target[0])
             return self._send(bl.MonitorExit(target, op[2], op[3], erlang_reason(op[4])))
         if kind == "spawn":
             _, ref, caller, leader, linked, blob = op
@@ -282,6 +334,7 @@ class BeamPeer:
         name, message = str(event.to_name), event.message
         if name == "rex" and self._rex(event):
             return
+        name = local_name(name)
         P.deliver_named(name, message)  # a name nobody registered here: dropped, as OTP does
 
     def _rex(self, event: bl.RegSend) -> bool:
@@ -319,7 +372,8 @@ class BeamPeer:
         P.remote_exit(event.from_pid, event.to_pid, event.reason, linked=not event.exit2)
 
     def _target(self, target: Pid | Atom) -> Pid | tuple:
-        return target if isinstance(target, Pid) else (str(target), self.dist.full_name)
+        return target if isinstance(target, Pid) else (local_name(str(target)),
+                                                       self.dist.full_name)
 
     def _on_monitor(self, event: bl.Monitor) -> None:
         if not P.add_remote_monitor(event.from_pid, self._target(event.target), event.ref):
@@ -339,7 +393,7 @@ class BeamPeer:
         if module == "erpc" and function == "execute_call" and len(args) == 4:
             fn, fn_args = _erpc_execute_call, tuple(args)
         else:
-            fn, fn_args = _run_for_beam, (module, function, args)
+            fn, fn_args = run_for_beam, (module, function, args)
         linked = "link" in event.options
         monitored = "monitor" in event.options
         flags = 0
@@ -380,4 +434,5 @@ _HANDLERS = {
     bl.SpawnReply: BeamPeer._on_spawn_reply,
 }
 
-__all__ = ["BeamPeer", "erlang_message", "erlang_reason", "module_atom"]
+__all__ = ["BeamPeer", "beam_name", "erlang_message", "erlang_reason", "local_name",
+           "module_atom", "python_target", "run_for_beam"]

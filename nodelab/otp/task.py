@@ -227,6 +227,52 @@ def run_supervised() -> None:
         P.forget_watcher(ref)
 
 
+#: How long a task started for a BEAM owner waits for its job (Elixir's Task.Supervised
+#: waits 5 s for the owner's ``{owner, ref, reply_to, callers, mfa}`` too).
+ELIXIR_JOB_TIMEOUT = 5.0
+
+
+def run_for_elixir_owner(owner: Pid, monitor: bool, job: Any) -> None:
+    """Body of a task that a BEAM node's ``Task.Supervisor`` started here.
+
+    ``async``: the task monitors its owner and waits for ``{owner, ref, reply_to, callers,
+    {m, f, a}}``, runs ``m.f(*a)`` in Python (``Elixir.Chat`` is the module ``chat``, see
+    :func:`nodelab.dist.beam_peer.python_target`) and sends ``{ref, result}`` to the owner
+    (``reply_to`` is an alias of the owner; the owner itself receives the same message).
+    The owner gone first: exit ``{shutdown, reason}``; no job in 5 s: exit ``timeout``, as
+    Elixir's ``Task.Supervised`` does. ``start_child``: ``job`` is ``{m, f, a}``, no reply.
+    """
+    from nodelab.dist.beam_peer import run_for_beam
+    if P.group_leader() is None:
+        leader = P.default_group_leader()
+        if leader is not None:
+            P.group_leader(leader, P.self())
+    if job is not None:
+        module, function, args = job
+        run_for_beam(str(module), str(function), list(args))
+        return
+    watch = P.monitor(owner) if monitor else None
+
+    def match(m: Any) -> Any:
+        if type(m) is tuple:
+            if len(m) == 5 and m[0] == owner and type(m[4]) is tuple and len(m[4]) == 3:
+                return m
+            if watch is not None and len(m) == 5 and m[0] == "DOWN" and m[1] == watch:
+                return m
+        return NO_MATCH
+
+    message = P.take(match, ELIXIR_JOB_TIMEOUT)
+    if message is NO_MATCH:
+        raise ProcessExit("timeout")
+    if message[0] == "DOWN":
+        raise ProcessExit(("shutdown", message[4]))
+    if watch is not None:
+        P.demonitor(watch, flush=True)
+    _, ref, _reply_to, _callers, (module, function, args) = message
+    result = run_for_beam(str(module), str(function), list(args))
+    P.send(owner, (ref, result))
+
+
 # --- helpers ----------------------------------------------------------------------------------
 
 def _seconds(timeout: Timeout) -> float | None:

@@ -26,6 +26,23 @@ What happens, step by step (the same steps as Elixir's):
    down first, the monitor says ``noconnection`` and ``await_`` raises
    ``no connection to kate@localhost``.
 
+Across the border with a BEAM node (Elixir 1.14's ``Task.Supervisor`` protocol, both ways):
+
+* nodelab calls an Elixir supervisor (:func:`is_beam` says the node is a BEAM node): a
+  ``GenServer.call`` of ``{:start_task, [{owner_node, owner, owner}, :monitor], :temporary,
+  shutdown}`` (``shutdown`` ``nil`` for the default 5 s), answered ``{:ok, pid}``; then the
+  caller links (``async_``, not ``async_nolink``) and monitors the task and sends it
+  ``{owner, ref, owner, [owner], {Elixir.Chat, :receive_message, ["hi"]}}``; the task answers
+  ``{ref, result}``, which ``Task.await_`` takes like a nodelab task's. Only the
+  module/function/args form can run there (``"Chat"`` is ``Elixir.Chat``, ``Atom("lists")``
+  an Erlang module). The print lands on the Elixir node, as between BEAM nodes.
+* an Elixir node calls this supervisor (registered ``"Chat.TaskSupervisor"``, reached as
+  ``Chat.TaskSupervisor`` — see :mod:`nodelab.dist.beam_peer`): the same request is answered
+  ``{:ok, pid}`` with a task that monitors its owner and waits 5 s for that job message,
+  runs ``chat.receive_message("hi")`` in Python (``Elixir.Chat`` is the module ``chat``) and
+  sends ``{ref, result}`` to the owner; ``start_child``'s ``[owner_info, callers, {m, f,
+  a}]`` runs at once, with no reply. Tasks started by a BEAM node are always temporary.
+
 The module/function/args form (``chat, "receive_message", ["hi"]``) looks the function up
 *on the node that runs it*, like a call to a compiled Elixir module; a function or lambda
 travels as code whose global names also resolve there.
@@ -37,13 +54,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from nodelab.dist import shipment as shipping
+from nodelab.dist.term_format import Atom
 from nodelab.runtime import gen_server, pids
 from nodelab.runtime import processes as P
 from nodelab.runtime.pids import Pid, make_ref
 
 from ..errors import ProcessExit
 from . import server
-from .task import JOB, Task, run_supervised
+from .errors import CallError
+from .task import JOB, Task, run_for_elixir_owner, run_supervised
 
 #: How long a caller waits for the supervisor to *start* a task (Elixir waits forever; a dead
 #: supervisor or node still fails at once, this only bounds a supervisor stuck on something).
@@ -184,8 +203,63 @@ def _hint(target: Any) -> Any:
     return hint
 
 
+def is_beam(node: str) -> bool:
+    """True when ``node`` is a BEAM (Erlang/Elixir) node: the transport connects to it if
+    needed and knows the peer's kind from the handshake (a BEAM peer never proves nodelab's
+    HMAC). False when this node is not alive or ``node`` cannot be reached."""
+    dist = P.transport()
+    if dist is None or node == pids.local_node():
+        return False
+    connection = getattr(dist, "connection", None)
+    conn = connection(node) if connection is not None else None
+    return getattr(conn, "peer_tag", None) == "beam"
+
+
+def _beam_shutdown(shutdown: Any) -> Any:
+    if shutdown == DEFAULT_SHUTDOWN:
+        return None  # Elixir's default (5000 ms), as Task.Supervisor.async sends it
+    if shutdown in ("brutal_kill", "infinity"):
+        return Atom(shutdown)
+    return int(float(shutdown) * 1000)
+
+
+def _start_beam_task(target: tuple, payload: tuple, *, link: bool, shutdown: Any,
+                     what: str) -> Task:
+    # Elixir 1.14's Task.Supervisor.async, step by step: call the supervisor with
+    # {:start_task, [{node, owner, owner}, :monitor], :temporary, shutdown}; it answers
+    # {:ok, pid} with the task started and waiting (monitoring its owner); the owner links
+    # (async, not async_nolink) and monitors it, then sends it
+    # {owner, ref, reply_to, callers, {m, f, a}}; the task runs m.f(a) and sends
+    # {ref, result} to reply_to (here the owner itself).
+    node = target[1]
+    if payload[0] != "mfa":
+        raise TypeError(
+            f"a Python function cannot run on the BEAM node {node}: pass a module, a function "
+            f"name and a list of arguments, like TaskSupervisor.{what}({target!r}, 'Chat', "
+            "'receive_message', ['hi'])")
+    from nodelab.dist.beam_peer import module_atom
+    _, module, fun, args = payload
+    me = P.self()
+    request = (Atom("start_task"), [(Atom(pids.local_node()), me, me), Atom("monitor")],
+               Atom("temporary"), _beam_shutdown(shutdown))
+    answer = server.call(target, request, START_TASK_TIMEOUT,
+                         describe=_describe_call(target, payload, what), hint=_hint(target))
+    if not (type(answer) is tuple and len(answer) == 2 and answer[0] == "ok"
+            and isinstance(answer[1], Pid)):
+        raise CallError(_describe_call(target, payload, what), answer,
+                        f"the task supervisor on {node} did not start the task")
+    pid = answer[1]
+    if link:
+        P.link(pid)
+    ref = P.monitor(pid)
+    P.send(pid, (me, ref, me, [me], (module_atom(module), Atom(fun), list(args))))
+    return Task(pid, ref, me, shipping.describe(payload), ref)
+
+
 def _start_task(supervisor: Any, payload: tuple, *, link: bool, shutdown: Any, what: str) -> Task:
     target = server.normalize(supervisor, "task supervisor")
+    if isinstance(target, tuple) and is_beam(target[1]):
+        return _start_beam_task(target, payload, link=link, shutdown=shutdown, what=what)
     me = P.self()
     tag = make_ref()
     mode = "link" if link else "monitor"
@@ -220,14 +294,14 @@ class _TaskSupervisor(gen_server.Server):
         # slowest step of a task, and this takes it out of the caller's round trip.
         self.spare: list[Pid] = []
 
-    def new_process(self) -> Pid:
+    def new_process(self, body: Any = run_supervised, args: tuple = ()) -> Pid:
         # Tasks print where the supervisor prints: on this node (the application's group
         # leader), not on the node of whoever asked for the task. Read it each time: a
         # notebook may replace the node's group leader (and so ours) after we started.
         leader = P.group_leader()
         if leader is None:
             leader = P.default_group_leader()
-        return P.start_process(run_supervised, (), group_leader=leader, link_to=self.pid)
+        return P.start_process(body, args, group_leader=leader, link_to=self.pid)
 
     def start(self, child: _Child) -> Pid:
         pid = None
@@ -259,6 +333,8 @@ class _TaskSupervisor(gen_server.Server):
     def handle_call(self, request: Any, caller: tuple[Pid, Any]) -> Any:
         kind = request[0] if type(request) is tuple and request else request
         children = self.children
+        if kind == "start_task" and len(request) == 4 and type(request[1]) is list:
+            return self.start_for_elixir(request)
         if kind == "start_task":
             _, payload, mode, owner, tag, restart, shutdown = request
             pid = self.start(_Child(payload, restart, shutdown))
@@ -286,6 +362,33 @@ class _TaskSupervisor(gen_server.Server):
             server.shutdown(pid, child.shutdown)
             return "ok"
         return ("error", ("unknown_request", request))
+
+    def start_for_elixir(self, request: tuple) -> Any:
+        """Elixir's ``{:start_task, args, restart, shutdown}`` (``Task.Supervisor`` of a BEAM
+        node): ``args`` is ``[owner_info, :monitor | :nomonitor]`` for ``async``/
+        ``async_nolink`` (the job comes later, from the owner) or ``[owner_info, callers,
+        {m, f, a}]`` for ``start_child``. Answers ``{:ok, pid}``."""
+        _, args, _restart, shutdown = request
+        if isinstance(shutdown, int) and not isinstance(shutdown, bool):
+            shutdown = shutdown / 1000
+        elif shutdown not in ("brutal_kill", "infinity"):
+            shutdown = DEFAULT_SHUTDOWN
+        if len(args) == 2:
+            owner_info, monitor = args
+            job: Any = None
+        elif len(args) == 3 and type(args[2]) is tuple and len(args[2]) == 3:
+            owner_info, job = args[0], args[2]
+            monitor = "nomonitor"
+        else:
+            return (Atom("error"), Atom("badarg"))
+        if not (type(owner_info) is tuple and len(owner_info) == 3
+                and isinstance(owner_info[2], Pid)):
+            return (Atom("error"), Atom("badarg"))
+        # Tasks a BEAM node starts here are temporary: Elixir asks for restarts only with
+        # start_child, and a restarted Elixir job has no owner to answer.
+        pid = self.new_process(run_for_elixir_owner, (owner_info[2], monitor == "monitor", job))
+        self.children[pid] = _Child(None, "temporary", shutdown)
+        return (Atom("ok"), pid)
 
     def handle_exit(self, pid: Pid, reason: Any) -> None:
         spare = self.spare
