@@ -25,6 +25,9 @@ under a lock, and keeps the connection alive the way ``net_kernel`` does:
   link answers ``{[:alias | ref], :yes}`` to the alias itself, so the ping says ``:pong``.
 
 Nothing here touches nodelab's runtime: the callback decides what an event means.
+
+One module, although long: it is one concept, the link's frames and its control messages,
+each a small typed event with its two directions next to each other.
 """
 
 from __future__ import annotations

@@ -49,6 +49,9 @@ from Elixir finds the Python chat app's supervisor. A module ``Elixir.Chat`` is 
 Elixir names a module's file). REG_SENDs to names nobody registered here
 (``global_name_server``...) are dropped quietly; ``rex``'s ``features_request`` is answered
 ``{features_reply, node(), [erpc]}``.
+
+One module, although long: it is the one border between nodelab's vocabulary and the BEAM's,
+so that every translation can be found in one place.
 """
 
 from __future__ import annotations

@@ -48,6 +48,9 @@ still holds from its name is stale; the initiator answers ``true`` (go on) or ``
 One deadline (``time.monotonic()`` time) bounds all the reads of a handshake: a peer that
 sends a byte now and then cannot hold a thread. Every connection of a node starts here
 (:mod:`nodelab.dist.connections`); nodelab's older private handshake is gone.
+
+One module, although long: it is one concept, the handshake, whose messages, flags and both
+roles are read best against each other and against ``erl_dist_protocol``.
 """
 
 from __future__ import annotations

@@ -84,6 +84,10 @@ Why a codec of our own: ``erlpack`` (C) cannot encode or decode pids at all, and
 ``erlang-py`` encodes a ``str`` as a charlist, refuses a buffer holding two terms, and is
 several times slower. ``benchmarks/term_format_bench.py`` measures both; the figures are in
 ``docs/erlang_terms.md``.
+
+One module, although long: it is one concept, the codec, and its encoders and decoders are
+one dispatch table each, kept side by side so that every tag's two directions can be read
+together.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ exit, and also the kernel's death by SIGKILL, because then the operating system 
 the pipe. It has a session of its own, so an interrupt of the notebook (SIGINT to the
 kernel's process group) never opens the BEAM's break menu; interrupting a ``%%node kate``
 cell kills the shell process that runs it instead (iex's ``Ctrl+G``, ``i``).
+
+One module, although a little long: it is one concept, a BEAM node as a window, from its
+start to its stop.
 """
 
 from __future__ import annotations

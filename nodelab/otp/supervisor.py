@@ -41,6 +41,9 @@ Restart intensity: more than ``max_restarts`` restarts (default 3) in ``max_seco
 ``"shutdown"`` — its own supervisor (it is linked to the process that started it) then
 applies *its* strategy: failures escalate up the tree. Stopping a supervisor stops its
 children in reverse start order, each within its ``shutdown`` time.
+
+One module, although a little long: child specs, strategies and restart intensity are the
+one concept of a supervisor.
 """
 
 from __future__ import annotations

@@ -46,6 +46,9 @@ Across the border with a BEAM node (Elixir 1.14's ``Task.Supervisor`` protocol, 
 The module/function/args form (``chat, "receive_message", ["hi"]``) looks the function up
 *on the node that runs it*, like a call to a compiled Elixir module; a function or lambda
 travels as code whose global names also resolve there.
+
+One module, although a little long: it is one concept, a task supervisor, speaking nodelab's
+protocol and Elixir's.
 """
 
 from __future__ import annotations

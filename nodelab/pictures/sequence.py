@@ -29,6 +29,9 @@ How it works, and its limits:
 * Deterministic labels for notebooks checked by nbval: processes are named by their
   registered name, or ``shell`` / ``group leader``, or numbered ``P1``, ``P2`` ... in order
   of first appearance — never by their PID, which changes from run to run.
+
+One module, although long: recording a message sequence and drawing it are one concept, and
+the recording's format is only read by the drawing.
 """
 
 from __future__ import annotations
