@@ -286,13 +286,24 @@ def execute(path: Path, kernel: str) -> None:
     _write(nb, path)
 
 
-def verify_exercise(path: Path, kernel: str) -> str | None:
+def verify_exercise(path: Path, kernel: str, instead: list[str] | None = None) -> str | None:
     """Run a notebook without its ``solution`` cells; None when its ``check`` cell (and no
-    other cell) fails, as it should for a learner who has not solved the exercise yet."""
+    other cell) fails, as it should for a learner who has not solved the exercise yet.
+
+    ``instead``: code cells run where the solution was — a learner's shortcut, such as the
+    expected answer typed in, which the check must not take for a solution either.
+    """
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    nb.cells = [cell for cell in nb.cells if "solution" not in cell.metadata.get("tags", [])]
+    cells = []
+    for cell in nb.cells:
+        if "solution" not in cell.metadata.get("tags", []):
+            cells.append(cell)
+        elif instead is not None:
+            cells.extend(nbformat.v4.new_code_cell(source) for source in instead)
+            instead = None
+    nb.cells = cells
     NotebookClient(nb, kernel_name=kernel, timeout=CELL_TIMEOUT, record_timing=False,
                    allow_errors=True,
                    resources={"metadata": {"path": str(path.parent)}}).execute()

@@ -8,7 +8,7 @@ check what must hold for every lesson whatever its outputs:
 * Korean prose is Korean (Hangul) and English prose is not;
 * every notebook loads the extension in its first code cell, ends with an exercise whose check
   cell follows a marked worked solution, and stops in its last code cell every node it started
-  and did not stop earlier;
+  and did not stop earlier, then removes the temporary working folder it made, if any;
 * nbval markers are cell tags, never ``# NBVAL`` comments, and no cell magic hides below a line;
 * ``lessons/README.md`` lists the lessons in order, in both languages;
 * ``lessons/sanitize.cfg`` masks PIDs, references, ports, paths and timings and nothing a lesson
@@ -141,9 +141,31 @@ def test_the_last_code_cell_stops_the_nodes_still_running(name: str) -> None:
     assert running, f"{name} starts no other node (every lesson opens at least one window)"
     last = cells[-1]
     lines = [line.strip() for line in last.source.splitlines() if line.strip()]
-    assert all(line.startswith("%node stop ") for line in lines), (
-        f"the last code cell of {name} should only stop nodes:\n{last.source}")
+    stops = [line for line in lines if line.startswith("%node stop ")]
+    assert lines[:len(stops)] == stops and lines[len(stops):] in ([], WORKSPACE_CLEANUP), (
+        f"the last code cell of {name} should stop nodes, then remove the lesson's working "
+        f"folder if it made one:\n{last.source}")
     assert {node for _, node in _node_commands(last.source)} == running
+
+
+#: How a lesson that works in a temporary folder leaves it and removes it (its last cell).
+WORKSPACE_CLEANUP = ["%cd -q {lesson_folder}", "shutil.rmtree(workspace)"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_lesson_that_makes_a_working_folder_removes_it(name: str) -> None:
+    cells = _code_cells(_notebook("en", name))
+    makes = [cell for cell in cells if "tempfile.mkdtemp(" in cell.source]
+    last = [line.strip() for line in cells[-1].source.splitlines() if line.strip()]
+    if not makes:
+        assert not set(WORKSPACE_CLEANUP) & set(last)
+        return
+    [make] = makes
+    assert "lesson_folder = Path.cwd()" in make.source and "workspace = " in make.source
+    assert "import shutil" in make.source
+    assert last[-len(WORKSPACE_CLEANUP):] == WORKSPACE_CLEANUP, (
+        f"{name} makes a temporary working folder: its last cell goes back to the lesson's "
+        "folder and removes it")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -227,7 +249,7 @@ def _writes(name: str) -> dict[str, str]:
 
 
 APP_FILES = ("chat/__init__.py", "chat/application.py", "config/config.py", "config/dev.py",
-             "config/test.py")
+             "config/test.py", "config/prod.py")
 
 
 def test_the_notebooks_write_the_chat_app_of_lessons_chat() -> None:

@@ -1,6 +1,6 @@
 """The README's first command: ``./start-course`` serves JupyterLab on ``lessons/`` with the
-nodelab kernel installed. Started for real (on a free loopback port, no browser), asked over
-HTTP what it serves, then stopped."""
+nodelab kernel installed and without the "get notified about Jupyter news?" prompt. Started
+for real (on a free loopback port, no browser), asked over HTTP what it serves, then stopped."""
 
 from __future__ import annotations
 
@@ -60,6 +60,13 @@ def test_start_course_serves_the_lessons_with_the_nodelab_kernel(tmp_path,
         specs = _get(f"{base}/api/kernelspecs")["kernelspecs"]
         assert "nodelab" in specs, sorted(specs)
         assert specs["nodelab"]["spec"]["display_name"] == "Python 3 (nodelab)"
+        # No "get notified about Jupyter news?" prompt: the course's settings override says
+        # never, and JupyterLab serves it as the setting's default.
+        notification = _get(
+            f"{base}/lab/api/settings/@jupyterlab/apputils-extension:notification")
+        properties = notification["schema"]["properties"]
+        assert properties["fetchNews"]["default"] == "false", properties["fetchNews"]
+        assert properties["checkForUpdates"]["default"] is False
         request = urllib.request.Request(f"{base}/lab?token={TOKEN}")
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200 and b"JupyterLab" in response.read()

@@ -9,6 +9,10 @@ Installed with nodelab (entry point ``pytest11``), so any ``pytest`` run has it:
   line — the analogue of ExUnit's ``Excluding tags: [distributed: true]``;
 * the run uses the ``test`` environment (``NODELAB_ENV=test``, like ``MIX_ENV=test``),
   so an application reads ``config/test.py``;
+* a test that fails because a call or an await exited (``no connection to moebi@localhost``)
+  is reported as ``mix test`` reports it, ``** (exit) exited in: ...`` and its
+  ``** (EXIT) ...`` line, once, without nodelab's own frames (``--tb=long`` or ``native``
+  still show the whole traceback);
 * the ``peers`` fixture starts peer nodes for one test and stops them afterwards, like
   OTP's ``peer`` module, so a distributed test needs no manual step::
 
@@ -111,6 +115,89 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # ExUnit exits 0 when every test was excluded; pytest would say "no tests ran" (5).
     if session.config.stash.get(_ALL_EXCLUDED_KEY, False) and exitstatus == 5:
         session.exitstatus = 0
+
+
+#: Traceback styles in which an exit is reported the Elixir way (the others show everything).
+_EXIT_STYLES = ("auto", "short", "line")
+
+
+def _exit_text(error: BaseException) -> str | None:
+    """``** (exit) exited in: ...`` and what to do, for an exit of nodelab's OTP layer."""
+    from nodelab.errors import NoConnection
+    from nodelab.otp.errors import ExitError
+
+    if not isinstance(error, ExitError):
+        return None
+    text, hint = str(error), error.hint
+    if hint and text.endswith("\n" + hint):
+        text = text[: -len(hint) - 1]
+    hints = hint.splitlines()
+    if isinstance(error, NoConnection) and not _run_is_a_named_node():
+        # The runtime says Node.start('alex'); in a test run the way is a name for the run.
+        hints = [f"this test run is not a named node, so it cannot reach {error.node}: run "
+                 "pytest --sname NAME (and mark the test @pytest.mark.distributed)"]
+    return "\n".join([f"** (exit) {text}", *hints])
+
+
+class _ExitCrash:
+    """Where the test failed and the exit's text: what ``--tb=line`` and ``-r`` print."""
+
+    def __init__(self, path: str, lineno: int, message: str) -> None:
+        self.path, self.lineno, self.message = path, lineno, message
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.lineno}: {self.message}"
+
+    def toterminal(self, tw: Any) -> None:
+        tw.write(self.path, bold=True, red=True)
+        tw.line(f":{self.lineno}: {self.message}", red=True)
+
+
+class _ExitReport:
+    """A test's failure by an exit, as ``mix test`` shows it: the test's line, the code
+    there, and the ``** (exit)`` text once."""
+
+    def __init__(self, crash: _ExitCrash, test: str, code: str, line_style: bool) -> None:
+        self.reprcrash, self.test, self.code, self.line_style = crash, test, code, line_style
+
+    def toterminal(self, tw: Any) -> None:
+        if self.line_style:
+            return  # --tb=line prints the crash line (reprcrash), which holds it all
+        tw.write(self.reprcrash.path, bold=True, red=True)
+        tw.line(f":{self.reprcrash.lineno}: in {self.test}")
+        if self.code:
+            tw.line(f"    {self.code}")
+        tw.line(self.reprcrash.message, red=True)
+
+    def __str__(self) -> str:
+        return str(self.reprcrash)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    report = yield
+    style = item.config.getoption("tbstyle", "auto")
+    if not (report.failed and call.excinfo is not None and style in _EXIT_STYLES):
+        return report
+    text = _exit_text(call.excinfo.value)
+    if text is None:
+        return report
+    # The innermost frame in the test's own file: that line called what exited.
+    path, lineno, code = str(item.path), 0, ""
+    for entry in call.excinfo.traceback:
+        if str(entry.path) == str(item.path):
+            lineno = entry.lineno + 1
+            try:
+                code = " ".join(part.strip() for part in str(entry.statement).splitlines())
+            except Exception:  # noqa: BLE001 - the source may be gone; the line number stays
+                code = ""
+    try:
+        path = str(item.path.relative_to(item.config.rootpath))
+    except ValueError:
+        pass
+    report.longrepr = _ExitReport(_ExitCrash(path, lineno, text), item.name, code,
+                                  line_style=style == "line")
+    return report
 
 
 class Peers:

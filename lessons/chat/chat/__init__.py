@@ -31,6 +31,15 @@ def receive_message(message):
     return "ok"
 
 
+def receive_message_for_moebi(message, from_):
+    """Runs on moebi: print the message, and answer the sender's node for Moebi.
+
+    (``from`` is a Python keyword, hence ``from_``.)
+    """
+    print(message)
+    return send_message(from_, "chicken?")
+
+
 def send_message(recipient, message):
     """Have a task on ``recipient`` print ``message``; returns ``"ok"`` once it has.
 
@@ -58,12 +67,3 @@ def remote_supervisor(recipient):
     callable".)
     """
     return Application.fetch_env("chat", "remote_supervisor")(recipient)
-
-
-def receive_message_for_moebi(message, from_):
-    """Runs on moebi: print the message, and answer the sender's node for Moebi.
-
-    (``from`` is a Python keyword, hence ``from_``.)
-    """
-    print(message)
-    return send_message(from_, "chicken?")
