@@ -135,12 +135,6 @@ def _fail_on_error(code: str, messages: list[tuple]) -> None:
     assert not errors and not stderr, f"{code!r} failed: {errors or stderr}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "settle() in nodelab/jupyter/magics.py can return while the spawned process waits for the "
-    "group leader's reply to its first print: the second line then arrives after the PID (or "
-    "in the next cell). Fix: after the leader is idle, look at the process once more, then at "
-    "the leader again, and repeat until both were idle in that order. Remove this mark with "
-    "the fix (strict: the suite says so when it passes)."))
 def test_a_spawn_link_cell_prints_everything_before_its_result_under_load() -> None:
     from nodelab.jupyter.node_kernels import start_node_kernel
 

@@ -99,8 +99,10 @@ def settle(pid: Pid, timeout: float = SETTLE_TIMEOUT) -> None:
     The second wait matters: a process whose ``print`` waits for the group leader's reply
     also sits in ``receive`` with an empty mailbox, and a crash report is sent without
     waiting at all. Their requests travel on the same connection as the answer that says
-    the process is settled, so by then they are in the leader's mailbox. Both waits only
-    look (``Process.info``): they send no message that ``%%sequence`` would draw.
+    the process is settled, so by then they are in the leader's mailbox. And once the
+    leader has answered, the process may print again: so the process is asked once more,
+    after the leader went idle, until both are idle together. The waits only look
+    (``Process.info``): they send no message that ``%%sequence`` would draw.
     """
     leader = P.group_leader()
     deadline = time.monotonic() + timeout
@@ -110,7 +112,17 @@ def settle(pid: Pid, timeout: float = SETTLE_TIMEOUT) -> None:
         # Also when the linked process took the shell down (ProcessExit): the crash report
         # and the shell's EXIT line belong in this cell too.
         if leader is not None:
-            _wait_until_idle(leader, deadline)
+            while time.monotonic() < deadline:
+                _wait_until_idle(leader, deadline)
+                # Asked after the leader went idle, so its io_replies travel ahead of this
+                # question on the same connection: a process still idle now waits for no
+                # reply (one that got its reply and prints again is waited for again)...
+                if not _idle(pid):
+                    _wait_until_idle(pid, deadline)
+                    continue
+                # ...and whatever it sent before answering is in the leader's mailbox.
+                if _idle(leader):
+                    break
 
 
 def _wait_until_idle(pid: Pid, deadline: float) -> None:
