@@ -694,6 +694,8 @@ def bench_nodelab(cfg: Config, tmp: Path) -> dict[str, Any]:
         if peer is not None:
             peer.close()
 
+    results.update(_nodelab_beam(cfg, tmp, tag, cookie))
+
     def node_start() -> dict[str, Any]:
         # `nodelab node --sname x` until it answers this node's ping (`-m nodelab` is the
         # console script without the PATH shim, which alone costs ~0.1 s; BASELINES.md).
@@ -722,6 +724,95 @@ def bench_nodelab(cfg: Config, tmp: Path) -> dict[str, Any]:
     with contextlib.suppress(Exception):
         Node.stop()
     _stop_private_portmapper()
+    return results
+
+
+NODELAB_BEAM_FIGURES = ("beam_rtt", "beam_rtt_reverse", "beam_throughput")
+
+
+def _nodelab_beam(cfg: Config, tmp: Path, tag: str, cookie: str) -> dict[str, Any]:
+    """nodelab<->BEAM (issue 10 part 6): this nodelab node and a real Elixir node running
+    beam/bench.exs's peer role, on this run's private ERL_EPMD_PORT.
+
+    - beam_rtt: a nodelab process sends ``{self(), :ping}`` to kate's ``:bench_echo``.
+    - beam_rtt_reverse: ``NodelabBench.pinger`` on kate (spawned from here) pings a nodelab
+      echo process and sends back its samples, timed inside the BEAM.
+    - beam_throughput: ``NodelabBench.counter`` on kate counts n ``{:m, i}`` sent from here.
+    """
+    elixir = shutil.which("elixir")
+    if not elixir:
+        return {figure: skipped("elixir is not on PATH (Debian: apt-get install elixir)")
+                for figure in NODELAB_BEAM_FIGURES}
+    from nodelab import ANY, Node, receive, send, spawn
+    from nodelab import self as me_
+    from nodelab.dist.term_format import Atom
+
+    home = tmp / "beam-home-interop"  # erl may write ~/.erlang.cookie: not the user's
+    home.mkdir(exist_ok=True)
+    env = dict(os.environ, HOME=str(home))
+    kate = f"bench_ex_{tag}@localhost"
+    results: dict[str, Any] = {}
+    peer = None
+    try:
+        peer = Child([elixir, "--sname", kate, "--cookie", cookie, str(BEAM_SCRIPT), "peer",
+                      "240000"], env=env, log=tmp / "nodelab-beam-peer.log")
+        peer.wait_for("READY", 60)
+        me = me_()
+        ping = Atom("ping")
+
+        def rtt() -> dict[str, Any]:
+            echo = ("bench_echo", kate)
+            message = (me, ping)
+
+            def one() -> None:
+                send(echo, message)
+                receive(timeout=REPLY_TIMEOUT)
+            return timed_rounds(cfg, cfg.n_rtt, one, warmup=min(cfg.n_rtt, 2_000))
+
+        def rtt_reverse() -> dict[str, Any]:
+            def echo_loop() -> None:
+                while True:
+                    message = receive(timeout=60)
+                    if message == "stop":
+                        return
+                    send(message[0], message[1])
+
+            echo = spawn(echo_loop)
+            try:
+                rounds = []
+                for i in range(cfg.rounds + 1):  # the first is a warm-up
+                    n = min(cfg.n_rtt, 2_000) if i == 0 else cfg.n_rtt
+                    Node.spawn(kate, "NodelabBench", "pinger", [echo, n, me])
+                    samples = receive(("pinger_samples", ANY), timeout=60)[1]
+                    if i:
+                        rounds.append(latency(samples))
+                return over_rounds(rounds)
+            finally:
+                send(echo, "stop")
+
+        def throughput() -> dict[str, Any]:
+            n, m = cfg.n_msgs, Atom("m")
+            rounds = []
+            for _ in range(cfg.rounds):
+                pid = Node.spawn(kate, "NodelabBench", "counter", [n, me])
+                receive("counter_ready", timeout=REPLY_TIMEOUT)
+                t0 = time.perf_counter()
+                for i in range(n):
+                    send(pid, (m, i))
+                receive("done", timeout=60)
+                seconds = time.perf_counter() - t0
+                rounds.append({"seconds": seconds, "msgs_per_s": n / seconds})
+            return over_rounds(rounds)
+
+        results["beam_rtt"] = guarded(rtt)
+        results["beam_rtt_reverse"] = guarded(rtt_reverse)
+        results["beam_throughput"] = guarded(throughput)
+    except Exception as error:  # noqa: BLE001 - any failure becomes a skipped figure, with its reason
+        for figure in NODELAB_BEAM_FIGURES:
+            results.setdefault(figure, skipped(f"the Elixir peer failed: {error}"))
+    finally:
+        if peer is not None:
+            peer.close()
     return results
 
 
@@ -860,6 +951,13 @@ ROWS: list[Row] = [
         **{column: (column, "throughput", "msgs_per_s") for column in
            ("nodelab", "beam", "socket", "zmq")},
         "floor": ("socket", "throughput_handoff", "msgs_per_s")}, "throughput"),
+    *_latency_rows("1b", "RTT, nodelab pings a BEAM echo", {
+        "nodelab": "nodelab/beam_rtt", "beam": "beam/rtt"}, "beam_rtt_p50"),
+    *_latency_rows("1c", "RTT, a BEAM process pings a nodelab echo", {
+        "nodelab": "nodelab/beam_rtt_reverse", "beam": "beam/rtt"}, "beam_rtt_reverse_p50"),
+    Row("2b. one-way throughput, nodelab -> BEAM counter", "msg/s", {
+        "nodelab": ("nodelab", "beam_throughput", "msgs_per_s"),
+        "beam": ("beam", "throughput", "msgs_per_s")}, "beam_throughput"),
     *_latency_rows("3", "remote spawn + reply", {
         "nodelab": "nodelab/spawn_reply", "beam": "beam/spawn_reply",
         "socket": "socket/spawn_reply", "floor": "socket/spawn_reply"}, "spawn_p50"),
@@ -897,7 +995,12 @@ What the cells are (benchmarks/README.md has more): two OS processes on loopback
   row 5 = `python -m nodelab node --sname x` until it answers this node's `Node.ping`.
 - ipyparallel: row 4 = `rc[0].apply_sync(lambda: 1)`, one engine; row 5 = `Cluster(n=1)` start
   until the engine is registered.
-- row 6: a kernel that is a nodelab node, vs a bare ipykernel, each until ready."""
+- row 6: a kernel that is a nodelab node, vs a bare ipykernel, each until ready.
+- rows 1b, 1c, 2b (issue 10 part 6): the "nodelab" cell is nodelab<->BEAM (this nodelab node
+  and a real Elixir node running beam/bench.exs peer), the "BEAM" cell BEAM<->BEAM, so
+  "nodelab / BEAM" is nodelab<->BEAM / BEAM<->BEAM. 1b: nodelab sends {self(), :ping} to
+  :bench_echo; 1c: NodelabBench.pinger on the BEAM node pings a nodelab echo process (timed
+  in the BEAM); 2b: NodelabBench.counter on the BEAM node counts n {:m, i} from nodelab."""
 
 
 def goals(values: dict[str, dict[str, float | None]]) -> list[tuple[str, str, str]]:
@@ -908,6 +1011,10 @@ def goals(values: dict[str, dict[str, float | None]]) -> list[tuple[str, str, st
     checks = [
         ("RTT p50 <= 1.5x BEAM", ratio("rtt_p50", "nodelab", "beam"), lambda r: r <= 1.5),
         ("throughput >= 0.5x BEAM", ratio("throughput", "nodelab", "beam"), lambda r: r >= 0.5),
+        ("nodelab->BEAM RTT p50 <= 1.2x BEAM<->BEAM (issue 12)",
+         ratio("beam_rtt_p50", "nodelab", "beam"), lambda r: r <= 1.2),
+        ("BEAM->nodelab RTT p50 <= 1.2x BEAM<->BEAM (issue 12)",
+         ratio("beam_rtt_reverse_p50", "nodelab", "beam"), lambda r: r <= 1.2),
         ("remote spawn + reply p50 <= 2x BEAM", ratio("spawn_p50", "nodelab", "beam"),
          lambda r: r <= 2),
         ("remote task async+await p50 <= 2x BEAM", ratio("task_p50", "nodelab", "beam"),

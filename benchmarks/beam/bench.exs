@@ -50,6 +50,30 @@ defmodule NodelabBench do
     send(driver, :done)
   end
 
+  # nodelab<->BEAM, the BEAM pinging (run.py spawns this on the peer from a nodelab node):
+  # n round trips {self(), :ping} -> target (a nodelab echo process) -> :ping, then
+  # {:pinger_samples, [nanoseconds]} to reply_to. Never halts the peer: a lost reply exits.
+  def pinger(target, n, reply_to) do
+    send(reply_to, {:pinger_samples, pinger_loop(target, n, [])})
+  end
+
+  defp pinger_loop(_target, 0, acc) do
+    Enum.map(acc, &System.convert_time_unit(&1, :native, :nanosecond))
+  end
+
+  defp pinger_loop(target, n, acc) do
+    t0 = System.monotonic_time()
+    send(target, {self(), :ping})
+
+    receive do
+      :ping -> :ok
+    after
+      @reply_timeout -> exit(:pinger_timeout)
+    end
+
+    pinger_loop(target, n - 1, [System.monotonic_time() - t0 | acc])
+  end
+
   defp count(0), do: :ok
 
   defp count(n) do
