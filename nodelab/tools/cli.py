@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 
@@ -50,9 +51,12 @@ def run_node(args: argparse.Namespace) -> int:
         _watch_parent(os.getppid())
     namespace: dict = {"__name__": "__main__"}
     sys.modules["__main__"].__dict__.update(namespace)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # A plain flag, not a threading.Event: the handler runs on the main thread, and an
+    # Event.set() there can interrupt this thread's own Event.wait() while it holds the
+    # Event's lock (a second signal then deadlocks the node for good).
+    stopping: list[bool] = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     try:
         name = Node.start(_node_name(args), args.cookie, tick_time=args.tick_time)
         if args.app:
@@ -66,8 +70,8 @@ def run_node(args: argparse.Namespace) -> int:
     if args.eval:
         exec(compile(args.eval, "<--eval>", "exec"), sys.modules["__main__"].__dict__)
     print(f"node {name} is up (stop it with Ctrl-C)", file=sys.stderr, flush=True)
-    while not stop.wait(0.5):
-        pass
+    while not stopping:
+        time.sleep(0.1)
     if args.app:
         from nodelab.otp.application import Application
 
