@@ -62,11 +62,32 @@ def _immutable(self: Any, name: str, value: Any) -> None:
     raise AttributeError(f"{type(self).__name__} is a value and cannot be changed: make a new one")
 
 
-class Pid:
+class _OfANode:
+    """What a PID and a reference share: the node that made them and its creation, read
+    from the node itself when they are this node's (``None`` in the fields), and no
+    changing once made."""
+
+    __slots__ = ("_node", "_creation")
+
+    __setattr__ = _immutable
+
+    @property
+    def node(self) -> str:
+        """The name of the node that made it."""
+        node = self._node
+        return _local["node"] if node is None else node
+
+    @property
+    def creation(self) -> int:
+        creation = self._creation
+        return _local["creation"] if creation is None else creation
+
+
+class Pid(_OfANode):
     """The identity of a process: its node, its number there, a generation, and the node's
     creation. ``Pid(node, serial, creation)`` names a process of any node."""
 
-    __slots__ = ("_node", "serial", "_creation", "generation")
+    __slots__ = ("serial", "generation")
 
     def __init__(self, node: str, serial: int, creation: int, generation: int = 0) -> None:
         object.__setattr__(self, "_node", node)
@@ -77,25 +98,7 @@ class Pid:
     @classmethod
     def of_this_node(cls, serial: int) -> Pid:
         """The PID of this node's process number ``serial``, whatever the node is named."""
-        pid = cls.__new__(cls)
-        object.__setattr__(pid, "_node", None)
-        object.__setattr__(pid, "serial", serial)
-        object.__setattr__(pid, "_creation", None)
-        object.__setattr__(pid, "generation", 0)
-        return pid
-
-    __setattr__ = _immutable
-
-    @property
-    def node(self) -> str:
-        """The name of the node the process lives on."""
-        node = self._node
-        return _local["node"] if node is None else node
-
-    @property
-    def creation(self) -> int:
-        creation = self._creation
-        return _local["creation"] if creation is None else creation
+        return cls(None, serial, None)  # type: ignore[arg-type] - None: "this node"
 
     @property
     def is_local(self) -> bool:
@@ -130,30 +133,18 @@ def _words_of(number: int) -> tuple[int, int, int]:
     return (number & 0x3FFFF, (number >> 18) & 0xFFFFFFFF, (number >> 50) & 0xFFFFFFFF)
 
 
-class Ref:
+class Ref(_OfANode):
     """A unique reference, like Elixir's ``make_ref()``: tags replies and monitors.
 
     ``words`` are the reference's number as the BEAM writes it: a few 32-bit words.
     """
 
-    __slots__ = ("_node", "words", "_creation")
+    __slots__ = ("words",)
 
     def __init__(self, node: str, words: tuple[int, ...], creation: int) -> None:
         object.__setattr__(self, "_node", node)
         object.__setattr__(self, "words", tuple(words))
         object.__setattr__(self, "_creation", creation)
-
-    __setattr__ = _immutable
-
-    @property
-    def node(self) -> str:
-        node = self._node
-        return _local["node"] if node is None else node
-
-    @property
-    def creation(self) -> int:
-        creation = self._creation
-        return _local["creation"] if creation is None else creation
 
     def _key(self) -> tuple:
         return (self.node, self.words, self.creation)
@@ -174,8 +165,4 @@ class Ref:
 
 def make_ref() -> Ref:
     """Return a new reference, unique among all references this node makes."""
-    ref = Ref.__new__(Ref)
-    object.__setattr__(ref, "_node", None)
-    object.__setattr__(ref, "words", _words_of(next(_ref_counter)))
-    object.__setattr__(ref, "_creation", None)
-    return ref
+    return Ref(None, _words_of(next(_ref_counter)), None)  # type: ignore[arg-type] - this node
