@@ -11,3 +11,36 @@ from IPython import get_ipython
 _shell = get_ipython()
 if _shell is not None:
     _shell.extension_manager.load_extension("nodelab")
+
+#: The one line a learner without Erlang/Elixir reads, at the start of a part that needs them
+#: and in place of each of its cells.
+INSTALL_ELIXIR = ("this part needs Erlang and Elixir: apt-get install erlang-base elixir "
+                  "(or https://elixir-lang.org/install.html), then restart the kernel")
+
+
+def elixir_installed() -> bool:
+    """Whether ``elixir`` and ``erl`` are on this kernel's ``PATH``."""
+    import shutil
+
+    return bool(shutil.which("elixir") and shutil.which("erl"))
+
+
+def the_rest_needs_elixir() -> bool:
+    """Start a part of a lesson that runs on a real BEAM; True when it can.
+
+    With Erlang and Elixir installed this does nothing. Without them it prints
+    :data:`INSTALL_ELIXIR` once, and every later cell of the notebook prints that line
+    instead of running, so "Run All" goes through to the end without an error: the BEAM
+    parts come last in a lesson, after everything that runs on Python alone.
+    """
+    if elixir_installed():
+        return True
+    shell = get_ipython()
+    if shell is not None:
+        shell.input_transformers_cleanup.append(_print_install_line)
+    print(INSTALL_ELIXIR)
+    return False
+
+
+def _print_install_line(lines: list[str]) -> list[str]:
+    return [f"print({INSTALL_ELIXIR!r})\n"]
