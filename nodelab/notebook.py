@@ -6,6 +6,8 @@ already there and the import changes nothing; in a plain ``python3`` kernel (nbv
 but without printing "already loaded" — so a notebook's outputs are the same under both.
 """
 
+import shutil
+
 from IPython import get_ipython
 
 _shell = get_ipython()
@@ -20,8 +22,6 @@ INSTALL_ELIXIR = ("this part needs Erlang and Elixir: apt-get install erlang-bas
 
 def elixir_installed() -> bool:
     """Whether ``elixir`` and ``erl`` are on this kernel's ``PATH``."""
-    import shutil
-
     return bool(shutil.which("elixir") and shutil.which("erl"))
 
 
