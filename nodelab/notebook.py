@@ -25,21 +25,27 @@ def elixir_installed() -> bool:
     return bool(shutil.which("elixir") and shutil.which("erl"))
 
 
-def the_rest_needs_elixir() -> bool:
-    """Start a part of a lesson that runs on a real BEAM; True when it can.
+def the_rest_needs_elixir() -> None:
+    """Start a part of a lesson that runs on a real BEAM.
 
-    With Erlang and Elixir installed this does nothing. Without them it prints
-    :data:`INSTALL_ELIXIR` once, and every later cell of the notebook prints that line
-    instead of running, so "Run All" goes through to the end without an error: the BEAM
-    parts come last in a lesson, after everything that runs on Python alone.
+    With Erlang and Elixir installed this does nothing, and the cell shows nothing. Without
+    them it prints :data:`INSTALL_ELIXIR` once, and every later cell of the notebook prints
+    that line instead of running, so "Run All" goes through to the end without an error:
+    the BEAM parts come last in a lesson, after everything that runs on Python alone (its
+    exercise, and the tidying up of its nodes and folders). Installing them and restarting
+    the kernel brings the cells back, as the line says.
+
+    Nothing is returned, so that the cell's stored output is the same on every machine that
+    has Elixir; ask :func:`elixir_installed` for a yes or no.
     """
     if elixir_installed():
-        return True
+        return
     shell = get_ipython()
     if shell is not None:
+        # A cleanup transformer sees a cell's lines before IPython parses them (magics
+        # included), so even a %%node cell becomes the one print.
         shell.input_transformers_cleanup.append(_print_install_line)
     print(INSTALL_ELIXIR)
-    return False
 
 
 def _print_install_line(lines: list[str]) -> list[str]:

@@ -1,0 +1,128 @@
+"""``the_rest_needs_elixir()``: a lesson's BEAM part on a machine without Erlang and Elixir.
+
+The lessons' "the same on the BEAM" parts start with this call. A learner who has not
+installed Elixir must read one line saying how to install it, and "Run All" must still go
+through the notebook to its end: every later cell prints that line instead of running, and
+no cell fails. Real kernels, as JupyterLab runs them: one whose ``PATH`` has no ``elixir``
+and no ``erl``, and one with the machine's own ``PATH``, where the call does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from jupyter_client.manager import KernelManager, start_new_kernel
+
+from nodelab.notebook import INSTALL_ELIXIR
+
+GUARD = "from nodelab.notebook import the_rest_needs_elixir; the_rest_needs_elixir()"
+
+
+class Kernel:
+    """A real ``python3`` kernel; ``run`` gives back what a cell shows, by kind."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.manager: KernelManager
+        self.manager, self.client = start_new_kernel(kernel_name="python3", env=env,
+                                                     startup_timeout=60)
+
+    def run(self, code: str, timeout: float = 60.0) -> dict[str, str]:
+        shown = {"stdout": "", "stderr": "", "result": "", "error": ""}
+
+        def hook(message: dict) -> None:
+            kind, content = message["msg_type"], message["content"]
+            if kind == "stream":
+                shown[content["name"]] += content["text"]
+            elif kind == "execute_result":
+                shown["result"] += content["data"]["text/plain"]
+            elif kind == "error":
+                shown["error"] += f"{content['ename']}: {content['evalue']}"
+
+        reply = self.client.execute_interactive(code, timeout=timeout, output_hook=hook)
+        shown["status"] = reply["content"]["status"]
+        return shown
+
+    def shutdown(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=False)
+
+
+def _kernel(tmp_path_factory: pytest.TempPathFactory, path: str | None) -> Iterator[Kernel]:
+    env = dict(os.environ)
+    if path is not None:
+        env["PATH"] = path
+    env["JUPYTER_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("runtime"))
+    kernel = Kernel(env)
+    try:
+        yield kernel
+    finally:
+        kernel.shutdown()
+
+
+#: Cells a lesson's BEAM part holds, after the guard: none may run without Elixir.
+LATER_CELLS = {
+    "line-magic": "%node start kate --elixir",
+    "cell-magic": '%%node kate\nIO.puts "Hi, my name is Kate"',
+    "raises": "1 / 0",
+    "shell": "!elixir --version",
+    "value": "answer = 42\nanswer",
+}
+
+
+@pytest.fixture(scope="module")
+def without_elixir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A notebook run in a kernel whose PATH is one empty folder (no elixir, no erl, nor
+    anything else): what each cell showed, in order."""
+    empty = tmp_path_factory.mktemp("path-without-elixir")
+    witness = tmp_path_factory.mktemp("witness") / "ran"
+    for kernel in _kernel(tmp_path_factory, str(empty)):
+        shown = {"load": kernel.run("import nodelab.notebook"),
+                 "before": kernel.run("print(6 * 7)\nimport shutil\nshutil.which('elixir')"),
+                 "guard": kernel.run(GUARD)}
+        shown.update((name, kernel.run(cell)) for name, cell in LATER_CELLS.items())
+        shown["witness"] = kernel.run(f"open({str(witness)!r}, 'w').close()")
+        shown["witness_exists"] = witness.exists()
+        shown["alive"] = kernel.manager.is_alive()
+        yield shown
+
+
+def _printed_only(line: str) -> dict[str, str]:
+    return {"stdout": line, "stderr": "", "result": "", "error": "", "status": "ok"}
+
+
+def test_cells_before_the_guard_run_as_usual(without_elixir: dict) -> None:
+    assert without_elixir["load"] == _printed_only("")
+    assert without_elixir["before"] == _printed_only("42\n")  # which() found no elixir: None
+
+
+def test_the_guard_prints_the_install_line_once(without_elixir: dict) -> None:
+    assert without_elixir["guard"] == _printed_only(INSTALL_ELIXIR + "\n")
+    assert "apt-get install erlang-base elixir" in INSTALL_ELIXIR
+
+
+@pytest.mark.parametrize("name", sorted(LATER_CELLS))
+def test_every_later_cell_prints_the_line_instead_of_running(without_elixir: dict,
+                                                              name: str) -> None:
+    assert without_elixir[name] == _printed_only(INSTALL_ELIXIR + "\n"), LATER_CELLS[name]
+
+
+def test_nothing_later_ran_and_the_kernel_lives(without_elixir: dict) -> None:
+    assert without_elixir["witness"] == _printed_only(INSTALL_ELIXIR + "\n")
+    assert not without_elixir["witness_exists"], "a cell after the guard ran"
+    assert without_elixir["alive"]
+
+
+@pytest.mark.skipif(shutil.which("elixir") is None or shutil.which("erl") is None,
+                    reason="Elixir/Erlang are not installed: apt-get install erlang-base elixir")
+def test_with_elixir_the_guard_shows_nothing_and_cells_run(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    for kernel in _kernel(tmp_path_factory, None):
+        kernel.run("import nodelab.notebook")
+        assert kernel.run(GUARD) == {"stdout": "", "stderr": "", "result": "", "error": "",
+                                     "status": "ok"}
+        assert kernel.run("answer = 6 * 7\nanswer")["result"] == "42"
+        raised = kernel.run("1 / 0")
+        assert raised["status"] == "error" and raised["error"].startswith("ZeroDivisionError")
