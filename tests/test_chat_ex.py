@@ -3,7 +3,9 @@
 ``mix test`` on a node that is not alive excludes the ``:distributed`` test; kate, moebi and
 alex run the app (``-S mix run --no-halt``) and chat through ``Task.Supervisor`` on each
 other's ``Chat.TaskSupervisor``; a test run on a named node (sophie) passes while moebi is
-up and fails with ``no connection to moebi@localhost`` once moebi is gone.
+up and fails with ``no connection to moebi@localhost`` once moebi is gone. Then moebi comes
+back as a Python node running the Python chat app (``lessons/chat``), and the Elixir nodes
+still get their ``chicken?``.
 
 The project is copied to a temporary directory and compiled there once per session (dev and
 test builds side by side), so no ``_build`` lands in the repository.
@@ -31,9 +33,12 @@ from beam import (
     stop_nodes,
 )
 
+from nodelab.tools import peer
+
 pytestmark = requires_elixir
 
-SOURCE = Path(__file__).resolve().parent.parent / "lessons" / "chat_ex"
+LESSONS = Path(__file__).resolve().parent.parent / "lessons"
+SOURCE = LESSONS / "chat_ex"
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +172,27 @@ def test_the_distributed_test_fails_without_moebi(
             "{:start_task, ") in run.stdout
     assert "\n         ** (EXIT) no connection to moebi@localhost\n" in run.stdout
     assert "1 test, 1 failure\n" in run.stdout
+
+
+# After the test above: moebi comes back as a Python node, running the Python chat app.
+def test_moebi_as_a_python_node_answers_elixir_alex(
+        chat_nodes: tuple[BeamNode, BeamNode, BeamNode], tmp_path: Path) -> None:
+    kate, moebi, alex = chat_nodes
+    moebi.stop()  # the Elixir moebi, if the test above has not stopped it
+    python_moebi = peer.start("moebi", cookie=COOKIE, app="chat", log_dir=tmp_path,
+                              env={"NODELAB_ENV": "dev", "NODELAB_APP_PATH": str(LESSONS)})
+    try:
+        seen_by_alex, seen_by_kate = len(alex.output()), len(kate.output())
+        # Elixir's moebi clause runs Chat.receive_message_for_moebi("hi", :alex@localhost) on
+        # moebi: the Python chat app, whose send_message(:alex@localhost, "chicken?") runs
+        # Elixir's Chat.receive_message on alex's Chat.TaskSupervisor.
+        assert alex.eval('Chat.send_message(:moebi@localhost, "hi")') == ":ok"
+        assert alex.output(seen_by_alex) == "chicken?\n"  # before the :ok, as between BEAMs
+        assert "hi" in python_moebi.wait_for_output("hi\n").splitlines()
+        assert "chicken?" not in python_moebi.output
+        # Whoever writes to moebi gets the answer on their own node: kate too.
+        assert kate.eval('Chat.send_message(:moebi@localhost, "how are you?")') == ":ok"
+        assert kate.output(seen_by_kate) == "chicken?\n"
+        python_moebi.wait_for_output("how are you?\n")
+    finally:
+        python_moebi.stop()

@@ -44,9 +44,11 @@ that starts with a capital, ``"Chat.TaskSupervisor"``, is the Elixir alias
 ``:"Elixir.Chat.TaskSupervisor"`` on the BEAM (a REG_SEND, a monitor, a DOWN), and a REG_SEND or
 monitor from the BEAM to ``Elixir.X`` reaches the nodelab name ``X`` unless ``Elixir.X`` itself
 is registered here. So ``Task.Supervisor.async({Chat.TaskSupervisor, :"alex@localhost"}, ...)``
-from Elixir finds the Python chat app's supervisor. A module ``Elixir.Chat`` is looked up as
-``Chat`` and then as the Python module ``chat`` (``MyApp.Chat`` -> ``my_app.chat``, the way
-Elixir names a module's file). REG_SENDs to names nobody registered here
+from Elixir finds the Python chat app's supervisor. A module ``Elixir.Chat`` is the alias
+``Chat``, which names the Python module ``chat`` on every node (``MyApp.Chat`` ->
+``my_app.chat``, the way Elixir names a module's file: :func:`shipment.import_function
+<nodelab.dist.shipment.import_function>`), so the Python chat app, which calls itself
+``"Chat"``, and Elixir's run each other's tasks. REG_SENDs to names nobody registered here
 (``global_name_server``...) are dropped quietly; ``rex``'s ``features_request`` is answered
 ``{features_reply, node(), [erpc]}``.
 
@@ -58,7 +60,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -157,29 +158,17 @@ def local_name(name: str) -> str:
     return name
 
 
-def _underscore(alias: str) -> str:
-    # Elixir's Macro.underscore, per segment: MyApp.Chat -> my_app.chat
-    return ".".join(re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", part).lower()
-                    for part in alias.split("."))
-
-
 def python_target(module: str, function: str) -> Any:
     """The Python function a BEAM's ``module:function`` names on this node.
 
-    ``Elixir.Chat`` is looked up as ``Chat`` (the node's namespace, then an importable module
-    ``Chat``), then as the Python module its name underscored gives, ``chat``
-    (``MyApp.Chat`` -> ``my_app.chat``), the way Elixir names the file of a module.
+    ``Elixir.Chat`` is the alias ``Chat``: the node's namespace first, then the Python module
+    ``chat`` (``MyApp.Chat`` -> ``my_app.chat``, the way Elixir names the file of a module;
+    see :func:`nodelab.dist.shipment.import_function`). An Erlang module (``:greeter``) is
+    the Python module of that name.
     """
-    if not module.startswith("Elixir."):
-        return shipment.import_function(module, function)
-    name = module[len("Elixir."):]
-    try:
-        return shipment.import_function(name, function)
-    except ImportError:
-        underscored = _underscore(name)
-        if underscored == name:
-            raise
-        return shipment.import_function(underscored, function)
+    if module.startswith("Elixir."):
+        module = module[len("Elixir."):]
+    return shipment.import_function(module, function)
 
 
 def run_for_beam(module: str, function: str, args: list) -> Any:

@@ -25,6 +25,7 @@ import importlib.util
 import io
 import marshal
 import pickle
+import re
 import sys
 import types
 from collections.abc import Callable, Mapping
@@ -163,6 +164,13 @@ def import_function(module: str, function: str) -> Callable[..., Any]:
 
     ``module`` is first looked up in this node's namespace (a class ``Kate`` typed in kate's
     notebook plays the part of a module defined in kate's iex), then imported.
+
+    A capitalised name is an Elixir alias, and a Python module is named the way Elixir names
+    the *file* of a module (``Macro.underscore``): ``"Chat"`` is the module ``chat``,
+    ``"MyApp.Chat"`` is ``my_app.chat``. So the chat app calls itself ``"Chat"``, as Elixir
+    does, and the same call runs ``chat.receive_message`` on a Python node and
+    ``Elixir.Chat.receive_message`` on an Elixir one. A module really named ``Chat`` is used
+    when there is no ``chat``.
     """
     namespace = node_namespace()
     path = function.split(".")
@@ -176,10 +184,48 @@ def import_function(module: str, function: str) -> Callable[..., Any]:
         target = namespace[parts[0]]
         path = parts[1:] + path
     else:
-        target = importlib.import_module(module)
+        target = _import_module(module)
     for part in path:
         target = getattr(target, part)
     return target
+
+
+def _underscore(alias: str) -> str:
+    # Elixir's Macro.underscore, per segment: MyApp.Chat -> my_app.chat, HTTPClient ->
+    # http_client.
+    return ".".join(
+        re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", part).lower()
+        for part in alias.split("."))
+
+
+def _import_module(name: str) -> types.ModuleType:
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        return loaded
+    underscored = _underscore(name)
+    if underscored == name:
+        return importlib.import_module(name)
+    # The underscored module first: it is what an alias means (and then a name already
+    # imported costs one dict lookup, not a search of sys.path for ``Chat``).
+    try:
+        return importlib.import_module(underscored)
+    except ModuleNotFoundError as missing:
+        if not _is_prefix(missing.name, underscored):
+            raise  # the module exists but imports something missing: that is its error
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as missing:
+        if not _is_prefix(missing.name, name):
+            raise
+        raise ModuleNotFoundError(
+            f"No module named {underscored!r} (the Python module of the Elixir alias "
+            f"{name!r}), nor {name!r}", name=underscored) from None
+
+
+def _is_prefix(missing: str | None, name: str) -> bool:
+    # ModuleNotFoundError.name is the first package of ``name`` that is missing, or the
+    # name of whatever a found module failed to import.
+    return missing is not None and (name == missing or name.startswith(missing + "."))
 
 
 # --- shipments: what a remote spawn or a task runs ---------------------------------------------

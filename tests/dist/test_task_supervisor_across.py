@@ -33,7 +33,9 @@ from beam import (
 )
 
 from nodelab import Atom, Node, group_leader, receive, self, send, spawn, start_group_leader
-from nodelab.otp import Task, TaskSupervisor
+from nodelab.dist import shipment
+from nodelab.dist.beam_peer import python_target
+from nodelab.otp import Application, Task, TaskSupervisor
 from nodelab.otp.errors import CallError, CallNoConnection, TaskError, TaskNoConnection
 from nodelab.runtime.group_leader import install_router
 
@@ -196,6 +198,72 @@ def test_elixir_to_python_chicken_lands_on_elixir(cluster) -> None:
     assert got == ":ok"
     assert kate.wait_for_output("chicken?\n", since=since) == "chicken?\n"
     assert "".join(written[before:]) == ""
+
+
+def test_an_elixir_alias_is_the_python_module_underscored(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # The rule behind "Chat" -> chat, on any node: Macro.underscore, as Elixir names files.
+    (tmp_path / "my_app").mkdir()
+    (tmp_path / "my_app" / "__init__.py").write_text("")
+    (tmp_path / "my_app" / "chat.py").write_text("def hello():\n    return 'hi'\n")
+    (tmp_path / "needs_more.py").write_text("import no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert shipment.import_function("MyApp.Chat", "hello")() == "hi"
+        assert python_target("Elixir.MyApp.Chat", "hello") is sys.modules["my_app.chat"].hello
+        # A module that exists but fails to import says so, not "no module named NeedsMore".
+        with pytest.raises(ModuleNotFoundError, match="no_such_dependency"):
+            shipment.import_function("NeedsMore", "anything")
+        with pytest.raises(ModuleNotFoundError,
+                           match="No module named 'no_where' .*alias 'NoWhere'.*nor 'NoWhere'"):
+            shipment.import_function("NoWhere", "anything")
+    finally:
+        for name in ("my_app", "my_app.chat", "needs_more"):
+            sys.modules.pop(name, None)
+
+
+# --- the Python chat app (lessons/chat) and the Elixir one (lessons/chat_ex) ------------------
+
+@pytest.fixture
+def chat_in_dev(cluster) -> Iterator[types.ModuleType]:
+    """The Python chat app on alex with ``config/dev.py``'s routing: a message for kate runs
+    on kate's ``Chat.TaskSupervisor``."""
+    import chat
+
+    old = Application.get_env("chat", "remote_supervisor")
+    Application.put_env("chat", "remote_supervisor", lambda recipient: (SUP, recipient))
+    try:
+        yield chat
+    finally:
+        if old is None:
+            Application.delete_env("chat", "remote_supervisor")
+        else:
+            Application.put_env("chat", "remote_supervisor", old)
+
+
+def test_the_python_chat_app_sends_to_elixir_kate(cluster, chat_in_dev) -> None:
+    kate, _moebi, written = cluster
+    install_router()
+    since, before = len(kate.output()), len(written)
+    # The lesson's call, unchanged: "Chat" is Elixir.Chat on kate.
+    assert chat_in_dev.send_message(KATE, "hi") == "ok"  # Elixir's :ok, an Atom
+    assert kate.wait_for_output("hi\n", since=since) == "hi\n"
+    assert written[before:] == []
+
+
+def test_the_python_chat_app_asks_elixir_moebi_and_chicken_prints_on_python(
+        cluster, chat_in_dev) -> None:
+    _kate, moebi, written = cluster
+    install_router()
+    since, before = len(moebi.output()), len(written)
+    # Python's moebi clause: Chat.receive_message_for_moebi("hi", :"alex@localhost") on
+    # moebi, whose Elixir send_message(:"alex@localhost", "chicken?") starts a task on
+    # alex's Chat.TaskSupervisor, here.
+    assert chat_in_dev.send_message(MOEBI, "hi") == "ok"
+    assert moebi.wait_for_output("hi\n", since=since) == "hi\n"
+    # moebi's task awaited alex's before it answered: chicken? is here already.
+    assert "".join(written[before:]) == "chicken?\n"
+    assert "chicken?" not in moebi.output(since)
 
 
 def test_the_elixir_node_goes_down_while_python_awaits(cluster) -> None:

@@ -15,10 +15,13 @@ kate prints ``hi``: the task ran on kate, supervised by kate's ``Chat.TaskSuperv
 so its output went to kate's group leader. Messages to ``moebi@localhost`` get an answer:
 moebi prints the message and sends ``chicken?`` back to the sender.
 
-Elixir's ``:ok`` is the string ``"ok"`` here.
+Elixir's ``:ok`` is the string ``"ok"`` here. The module calls itself ``"Chat"``, as Elixir
+does (``__MODULE__``): on a Python node that is this module, on an Elixir node running
+``lessons/chat_ex`` it is Elixir's ``Chat``, so Python and Elixir nodes chat with each
+other. For the same reason the sender's node travels as an atom, ``Atom(Node.self())``.
 """
 
-from nodelab import Node
+from nodelab import Atom, Node
 from nodelab.otp import Application, Task, TaskSupervisor
 
 #: Moebi is a dog: he cannot type, so this node answers for him.
@@ -47,9 +50,9 @@ def send_message(recipient, message):
     with an ``if``.
     """
     if recipient == MOEBI:
-        return spawn_task(__name__, "receive_message_for_moebi", recipient,
-                          [message, Node.self()])
-    return spawn_task(__name__, "receive_message", recipient, [message])
+        return spawn_task("Chat", "receive_message_for_moebi", recipient,
+                          [message, Atom(Node.self())])
+    return spawn_task("Chat", "receive_message", recipient, [message])
 
 
 def spawn_task(module, fun, recipient, args):
