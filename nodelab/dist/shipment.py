@@ -106,8 +106,8 @@ def _function_reduction(fn: types.FunctionType):
 
 
 class _Pickler(pickle.Pickler):
-    # reducer_override is not consulted for str/int/tuple/list/dict..., so plain messages
-    # keep the C pickler's speed; only functions and other objects pass through here.
+    # The code-shipping pickler. The C pickler consults reducer_override for every object
+    # but the atoms (None, bools, ints, floats, str, bytes): one Python call per container.
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is types.FunctionType and not _findable_by_reference(obj):
             return _function_reduction(obj)
@@ -133,16 +133,51 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def dumps(obj: Any) -> bytes:
-    """Encode ``obj`` for another node; functions without an importable name travel as code."""
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+# Every reference to a notebook's or a script's own name carries the module name
+# ``__main__`` in the pickle (at least once, before the memo can stand in for it). Its
+# absence proves that C pickle and this module's picklers agree on the bytes.
+_MAIN = b"__main__"
+_plain_dumps = pickle.dumps
+_plain_loads = pickle.loads
+
+
+def _ship(obj: Any) -> bytes:
     buffer = io.BytesIO()
-    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    _Pickler(buffer, protocol=_PROTOCOL).dump(obj)
     return buffer.getvalue()
 
 
+def dumps(obj: Any) -> bytes:
+    """Encode ``obj`` for another node; functions without an importable name travel as code.
+
+    Most messages are plain data — tuples, strings, numbers, PIDs — and take C ``pickle``
+    as it is (a PID encodes as its four fields). The code-shipping pickler runs only when
+    the message may carry code: a shipment from :func:`build` (``("fn", fn, args)``), a
+    function C pickle cannot name (a lambda, a nested function: it raises), or a name of
+    ``__main__`` (a function typed in a notebook, which must travel as code, not as a name
+    the other node may lack). Either way the bytes mean the same on the other side.
+    """
+    if type(obj) is tuple and obj and obj[0] == "fn":
+        return _ship(obj)  # a shipment carries a function: skip the attempt that would fail
+    try:
+        data = _plain_dumps(obj, _PROTOCOL)
+    except Exception:  # noqa: BLE001 - whatever C pickle refuses, the shipping pickler decides
+        return _ship(obj)
+    return _ship(obj) if _MAIN in data else data
+
+
 def loads(data: bytes) -> Any:
-    """Decode what :func:`dumps` made, resolving shipped code in this node's namespace."""
-    return _Unpickler(io.BytesIO(data)).load()
+    """Decode what :func:`dumps` made, resolving shipped code in this node's namespace.
+
+    Only a pickle that names ``__main__`` needs this node's namespace (``find_class``);
+    the rest is C ``pickle.loads``.
+    """
+    if type(data) is not bytes:
+        data = bytes(data)  # a memoryview's ``in`` compares items, not a substring
+    if _MAIN in data:
+        return _Unpickler(io.BytesIO(data)).load()
+    return _plain_loads(data)
 
 
 def module_name(module: Any) -> str | None:

@@ -120,9 +120,14 @@ class Pid(_OfANode):
     def __repr__(self) -> str:
         return f"#PID<{_index_of(self.node)}.{self.serial}.{self.generation}>"
 
-    def __reduce__(self) -> tuple:
-        # A PID leaves this process with the node's current name and creation.
-        return (Pid, (self.node, self.serial, self.creation, self.generation))
+    def __reduce_ex__(self, protocol: object) -> tuple:
+        # A PID leaves this process with the node's current name and creation, as four
+        # plain fields rebuilt by _pid (no __init__, no properties on the way back): a
+        # PID is in nearly every message, so its encoding is on every message's path.
+        node = self._node
+        creation = self._creation
+        return (_pid, (_local["node"] if node is None else node, self.serial,
+                       _local["creation"] if creation is None else creation, self.generation))
 
 
 _ref_counter = itertools.count(1)
@@ -159,8 +164,40 @@ class Ref(_OfANode):
         words = ".".join(str(word) for word in reversed(self.words))
         return f"#Reference<{_index_of(self.node)}.{words}>"
 
-    def __reduce__(self) -> tuple:
-        return (Ref, (self.node, self.words, self.creation))
+    def __reduce_ex__(self, protocol: object) -> tuple:
+        node = self._node
+        creation = self._creation
+        return (_ref, (_local["node"] if node is None else node, self.words,
+                       _local["creation"] if creation is None else creation))
+
+
+# The slots' own setters: they write a field of a new PID or reference without going through
+# the immutable ``__setattr__`` (what ``object.__setattr__`` does, at about half the cost).
+_set_node = _OfANode._node.__set__  # type: ignore[attr-defined]
+_set_creation = _OfANode._creation.__set__  # type: ignore[attr-defined]
+_set_serial = Pid.serial.__set__  # type: ignore[attr-defined]
+_set_generation = Pid.generation.__set__  # type: ignore[attr-defined]
+_set_words = Ref.words.__set__  # type: ignore[attr-defined]
+_new = object.__new__
+
+
+def _pid(node: str, serial: int, creation: int, generation: int) -> Pid:
+    # How a PID from another process is rebuilt (see Pid.__reduce_ex__): the fields are
+    # already checked values, so the constructor's work is skipped.
+    pid = _new(Pid)
+    _set_node(pid, node)
+    _set_serial(pid, serial)
+    _set_creation(pid, creation)
+    _set_generation(pid, generation)
+    return pid
+
+
+def _ref(node: str, words: tuple[int, ...], creation: int) -> Ref:
+    ref = _new(Ref)
+    _set_node(ref, node)
+    _set_words(ref, words)
+    _set_creation(ref, creation)
+    return ref
 
 
 def make_ref() -> Ref:

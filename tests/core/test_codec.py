@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 
 import pytest
@@ -71,3 +72,66 @@ def test_import_function_prefers_the_node_namespace(remote_namespace: dict) -> N
     remote_namespace["Kate"] = Kate
     assert shipment.import_function("Kate", "say_name")() == "kate"
     assert shipment.import_function("json", "dumps") is json.dumps
+
+
+def test_pids_and_refs_travel_as_their_fields() -> None:
+    from nodelab.runtime.pids import Pid, Ref, local_node, make_ref
+
+    remote = Pid("kate@localhost", 42, 7, 3)
+    local = Pid.of_this_node(5)
+    ref = make_ref()
+    back_remote, back_local, back_ref = shipment.loads(shipment.dumps((remote, local, ref)))
+    assert back_remote == remote and back_remote.generation == 3 and back_remote.creation == 7
+    # A local PID leaves with the node's name and creation, and is still equal to itself.
+    assert back_local == local and back_local._node == local_node()
+    assert back_ref == ref and type(back_ref) is Ref and back_ref.words == ref.words
+    with pytest.raises(AttributeError, match="is a value"):
+        back_remote.serial = 1
+    # The compact form names no class: a PID costs its four fields and one rebuild function.
+    assert b"Pid" not in shipment.dumps(remote)
+
+
+def test_a_lambda_inside_a_plain_message_still_travels_as_code(remote_namespace: dict) -> None:
+    fn = eval("lambda: Kate", {"__name__": "__main__"})
+    tag, shipped = shipment.loads(shipment.dumps(("run", fn)))
+    remote_namespace["Kate"] = "kate's Kate"
+    assert tag == "run" and shipped() == "kate's Kate"
+
+
+def test_a_notebook_function_travels_as_code_not_as_a_name(remote_namespace: dict) -> None:
+    # A function of __main__ that C pickle could name: the other node may not have it.
+    namespace = sys.modules["__main__"].__dict__
+    exec("def _codec_test_greet():\n    return Kate", namespace)
+    try:
+        fn = namespace["_codec_test_greet"]
+        shipped = shipment.loads(shipment.dumps({"f": fn}))["f"]
+        assert shipped is not fn
+        remote_namespace["Kate"] = "here"
+        assert shipped() == "here"
+    finally:
+        del namespace["_codec_test_greet"]
+
+
+def test_a_notebook_class_resolves_on_the_receiving_node(remote_namespace: dict) -> None:
+    namespace = sys.modules["__main__"].__dict__
+    exec("class _CodecTestPoint:\n    def __init__(self, x):\n        self.x = x", namespace)
+    try:
+        data = shipment.dumps(("at", namespace["_CodecTestPoint"](3)))
+        with pytest.raises(pickle.UnpicklingError, match="not defined on this node"):
+            shipment.loads(memoryview(b"..." + data)[3:])  # as the reader hands it over
+
+        class _CodecTestPoint:  # the receiving node's own class of that name
+            pass
+
+        remote_namespace["_CodecTestPoint"] = _CodecTestPoint
+        tag, point = shipment.loads(memoryview(data))
+        assert tag == "at" and type(point) is _CodecTestPoint and point.x == 3
+    finally:
+        del namespace["_CodecTestPoint"]
+
+
+def test_what_cannot_be_pickled_fails_in_the_shipping_picklers_words() -> None:
+    import threading
+
+    with pytest.raises(TypeError, match="lock"):
+        shipment.dumps(("m", threading.Lock()))
