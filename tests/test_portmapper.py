@@ -538,13 +538,46 @@ def test_a_connection_to_itself_counts_as_nothing_listening(
         sock.bind(("127.0.0.1", address[1]))
         connect(sock, address)
 
-    monkeypatch.setattr(socket.socket, "connect", connect_from_the_same_port)
-    started = time.monotonic()
-    assert portmapper.epmd_kind(timeout=1) is None
-    assert lookup("alex") is None and names() == {}
-    assert time.monotonic() - started < 0.5  # no wait for an answer that is our own echo
-    monkeypatch.undo()
+    # Only connect is restored afterwards: monkeypatch.undo() would also undo the fixture's
+    # ERL_EPMD_PORT, and the last line would then ask the run's EPMD, which is Erlang's epmd
+    # whenever an earlier test's erl started one there (the test failed so, now and then).
+    with monkeypatch.context() as patch:
+        patch.setattr(socket.socket, "connect", connect_from_the_same_port)
+        started = time.monotonic()
+        assert portmapper.epmd_kind(timeout=1) is None
+        assert lookup("alex") is None and names() == {}
+        assert time.monotonic() - started < 0.5  # no wait for an answer that is our own echo
+    assert os.environ["ERL_EPMD_PORT"] == str(mapper.port)
     assert ensure_portmapper() == "nodelab"
+    assert mapper_pid() in mapper_processes(mapper.port)
+
+
+def test_a_daemon_too_busy_to_answer_once_is_not_taken_for_epmd(mapper: MapperEnv) -> None:
+    # nodelab's daemon closes a connection unanswered when it is full of clients (or when it
+    # exits after its linger and a new one takes the port). Played here by a server that
+    # does so once, then answers NAMES_REQ, then nodelab's own request.
+    server = socket.create_server(("127.0.0.1", mapper.port))
+    server.settimeout(10)
+    replies = [b"", struct.pack("!I", mapper.port), b"nodelab-epmd 1 pid=4242\n"]
+    requests: list[bytes] = []
+
+    def busy_then_nodelab() -> None:
+        for reply in replies:
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(10)
+                requests.append(conn.recv(1024))
+                conn.sendall(reply)
+
+    thread = threading.Thread(target=busy_then_nodelab, daemon=True)
+    thread.start()
+    try:
+        assert portmapper.epmd_kind(timeout=5) == "nodelab"
+        thread.join(5)
+        assert not thread.is_alive()
+        assert requests == [packet(b"?"), packet(b"n"), packet(b"?")]
+    finally:
+        server.close()
 
 
 # --- hostile input --------------------------------------------------------------------------

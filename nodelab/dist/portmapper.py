@@ -773,7 +773,14 @@ def _probe(host_ip: str, port: int, timeout: float) -> str:
         return "none"
     except (OSError, PortMapperError):
         return "other"
-    return "epmd" if len(names_reply) >= 4 else "other"
+    if len(names_reply) < 4:
+        return "other"
+    # nodelab's daemon too closes a request without answering when it is full of clients,
+    # or exiting after its linger while a new one takes the port: ask once more, so that
+    # it is not taken for Erlang's epmd (which never answers this request).
+    if _info(host_ip, port, max(0.05, deadline - time.monotonic())) is not None:
+        return "nodelab"
+    return "epmd"
 
 
 def epmd_kind(host_ip: str = "127.0.0.1", port: int | None = None, *,
