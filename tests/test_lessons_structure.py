@@ -18,6 +18,7 @@ check what must hold for every lesson whatever its outputs:
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 import shlex
@@ -154,15 +155,27 @@ WORKSPACE_CLEANUP = ["%cd -q {lesson_folder}", "shutil.rmtree(workspace)"]
 
 @pytest.mark.parametrize("name", NAMES)
 def test_a_lesson_that_makes_a_working_folder_removes_it(name: str) -> None:
+    # A lesson may make two: one for its Python path, removed when that path is tidied up,
+    # and one for its BEAM part (which a learner without Elixir never reaches).
     cells = _code_cells(_notebook("en", name))
-    makes = [cell for cell in cells if "tempfile.mkdtemp(" in cell.source]
+    makes = [index for index, cell in enumerate(cells) if "tempfile.mkdtemp(" in cell.source]
+    removes = [index for index, cell in enumerate(cells)
+               if "shutil.rmtree(workspace)" in cell.source]
     last = [line.strip() for line in cells[-1].source.splitlines() if line.strip()]
     if not makes:
-        assert not set(WORKSPACE_CLEANUP) & set(last)
+        assert not set(WORKSPACE_CLEANUP) & set(last) and not removes
         return
-    [make] = makes
-    assert "lesson_folder = Path.cwd()" in make.source and "workspace = " in make.source
-    assert "import shutil" in make.source
+    first = cells[makes[0]].source
+    assert "lesson_folder = Path.cwd()" in first and "import shutil" in first
+    for make, following in zip(makes, [*makes[1:], len(cells)], strict=True):
+        assert "workspace = " in cells[make].source
+        assert any(make < remove < following for remove in removes), (
+            f"{name}: the working folder made in code cell {make} is removed before another "
+            "one is made (shutil.rmtree(workspace))")
+        tidy = [line.strip() for line in cells[max(r for r in removes if r < following)]
+                .source.splitlines() if line.strip()]
+        assert tidy[-len(WORKSPACE_CLEANUP):] == WORKSPACE_CLEANUP, (
+            f"{name}: a lesson leaves its working folder before it removes it")
     assert last[-len(WORKSPACE_CLEANUP):] == WORKSPACE_CLEANUP, (
         f"{name} makes a temporary working folder: its last cell goes back to the lesson's "
         "folder and removes it")
@@ -186,7 +199,65 @@ def test_each_lesson_ends_with_an_exercise_and_its_check(name: str) -> None:
             f"{lang}/{name}: a markdown cell announces the worked solution")
         check = cells[checks[0]].source
         assert "assert " in check and "✔ OK" in check
-        assert checks[0] >= len(cells) - 4, f"{lang}/{name}: the exercise is at the end"
+        # The end of the Python path: the BEAM part, when there is one, comes after it.
+        end = _beam_part(cells, lang) or len(cells)
+        assert end - 4 <= checks[0] < end, (
+            f"{lang}/{name}: the exercise is at the end of the Python path")
+
+
+#: The title of a lesson's BEAM part, and the cell it starts with (nodelab/notebook.py): a
+#: learner without Elixir reads how to install it, and the cells after it print that line.
+BEAM_PART_TITLE = {"en": "The same on the BEAM", "ko": "BEAM에서 똑같이"}
+BEAM_GUARD = "from nodelab.notebook import the_rest_needs_elixir; the_rest_needs_elixir()"
+#: What only a real BEAM runs: an Elixir node, mix, elixir or iex in a shell.
+BEAM_ONLY = re.compile(r"--elixir\b|^!(?:cd [^&]*&& *)?(?:MIX_ENV=\w+ +)?(?:mix|elixir|iex)\b",
+                       re.M)
+
+
+def _is_guard(source: str) -> bool:
+    """The guard cell, whether written on one line or as an import and a call."""
+    try:
+        return ast.dump(ast.parse(source)) == ast.dump(ast.parse(BEAM_GUARD))
+    except SyntaxError:
+        return False
+
+
+def _beam_part(cells: list[nbformat.NotebookNode], lang: str) -> int | None:
+    """Index of the markdown cell that opens the lesson's BEAM part, if it has one."""
+    for index, cell in enumerate(cells):
+        if cell.cell_type == "markdown" and cell.source.startswith(
+                f"## {BEAM_PART_TITLE[lang]}"):
+            return index
+    return None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_beam_part_comes_last_and_starts_with_the_guard(name: str) -> None:
+    for lang in build.LANGUAGES:
+        cells = _notebook(lang, name).cells
+        code = [index for index, cell in enumerate(cells) if cell.cell_type == "code"]
+        opens = _beam_part(cells, lang)
+        if name.startswith("07_"):  # all of lesson 7 is the BEAM: its guard comes first
+            assert _is_guard(cells[code[1]].source), f"{lang}/{name}"
+            continue
+        beam = [index for index in code if BEAM_ONLY.search(cells[index].source)]
+        if opens is None:
+            assert not beam, f"{lang}/{name} runs the BEAM without a '{BEAM_PART_TITLE[lang]}'"
+            continue
+        first = next(index for index in code if index > opens)
+        assert _is_guard(cells[first].source), (
+            f"{lang}/{name}: the BEAM part starts with the cell {BEAM_GUARD!r}")
+        assert all(index > first for index in beam), (
+            f"{lang}/{name}: a cell before the BEAM part's guard needs the BEAM")
+        checks = [index for index in code if "check" in _tags(cells[index])]
+        assert checks and max(checks) < opens, (
+            f"{lang}/{name}: the BEAM part follows the Python exercise and its check")
+
+
+def test_the_beam_guard_is_the_one_of_nodelab_notebook() -> None:
+    namespace: dict = {}
+    exec(BEAM_GUARD.replace("the_rest_needs_elixir()", ""), namespace)  # the import only
+    assert callable(namespace["the_rest_needs_elixir"])
 
 
 def test_readme_lists_the_lessons_in_order_in_both_languages() -> None:
