@@ -36,12 +36,19 @@ Across the border with a BEAM node (Elixir 1.14's ``Task.Supervisor`` protocol, 
   ``{ref, result}``, which ``Task.await_`` takes like a nodelab task's. Only the
   module/function/args form can run there (``"Chat"`` is ``Elixir.Chat``, ``Atom("lists")``
   an Erlang module). The print lands on the Elixir node, as between BEAM nodes.
+  ``start_child`` is one call, ``{:start_task, [owner_info, [owner], {m, f, a}], restart,
+  shutdown}``, answered ``{:ok, pid}``: the task runs at once and answers nobody.
+  ``children`` asks ``:which_children``, ``terminate_child`` sends ``{:terminate_child,
+  pid}``, as Elixir's ``Task.Supervisor`` (a ``DynamicSupervisor``) is asked.
 * an Elixir node calls this supervisor (registered ``"Chat.TaskSupervisor"``, reached as
   ``Chat.TaskSupervisor`` — see :mod:`nodelab.dist.beam_peer`): the same request is answered
   ``{:ok, pid}`` with a task that monitors its owner and waits 5 s for that job message,
   runs ``chat.receive_message("hi")`` in Python (``Elixir.Chat`` is the module ``chat``) and
   sends ``{ref, result}`` to the owner; ``start_child``'s ``[owner_info, callers, {m, f,
-  a}]`` runs at once, with no reply. Tasks started by a BEAM node are always temporary.
+  a}]`` runs at once, with no reply, and is restarted when its restart (``:transient``,
+  ``:permanent``) says so. ``Task.Supervisor.children``, ``DynamicSupervisor.count_children``
+  and ``Task.Supervisor.terminate_child`` from the BEAM get the BEAM's answers
+  (``[{:undefined, pid, :worker, [Task.Supervised]}]``, a keyword list, ``:ok``).
 
 The module/function/args form (``chat, "receive_message", ["hi"]``) looks the function up
 *on the node that runs it*, like a call to a compiled Elixir module; a function or lambda
@@ -146,12 +153,18 @@ class TaskSupervisor(metaclass=server.ModuleLike):
         """Start a task nobody awaits (fire and forget); return ``("ok", pid)``.
 
         ``restart="transient"`` restarts it when it crashes, ``"permanent"`` always.
+        The task is linked to the supervisor only: the caller neither waits for it nor
+        hears of its crash. On a BEAM node, Elixir's ``Task.Supervisor.start_child`` runs
+        it (module, function and args only: ``"Chat"`` is ``Elixir.Chat``), and the answer
+        is the BEAM's: ``{:ok, pid}``, or ``{:error, :max_children}`` from a full supervisor.
         """
         if restart not in ("temporary", "transient", "permanent"):
             raise ValueError(f"restart must be 'temporary', 'transient' or 'permanent', "
                              f"not {restart!r}")
         payload = shipping.build(fn_or_module, fun, args)
         target = server.normalize(supervisor, "task supervisor")
+        if _on_beam(target):
+            return _start_beam_child(target, payload, restart=restart, shutdown=shutdown)
         result = server.call(target, ("start_task", _encode(target, payload), "noreply",
                                       None, None, restart, shutdown),
                              START_TASK_TIMEOUT,
@@ -163,15 +176,23 @@ class TaskSupervisor(metaclass=server.ModuleLike):
 
     @staticmethod
     def children(supervisor: Any) -> list[Pid]:
-        """The PIDs of the tasks running under ``supervisor``."""
-        return server.call(server.normalize(supervisor, "task supervisor"), ("children",),
-                           hint=_hint(supervisor))
+        """The PIDs of the tasks running under ``supervisor`` (on a BEAM node too: there
+        it asks ``:which_children``, as Elixir's ``Task.Supervisor.children`` does)."""
+        target = server.normalize(supervisor, "task supervisor")
+        if _on_beam(target):
+            running = server.call(target, Atom("which_children"), hint=_hint(target))
+            return [child[1] for child in running
+                    if type(child) is tuple and len(child) == 4 and isinstance(child[1], Pid)]
+        return server.call(target, ("children",), hint=_hint(target))
 
     @staticmethod
     def terminate_child(supervisor: Any, pid: Pid) -> Any:
-        """Stop the task ``pid``: ``"ok"``, or ``("error", "not_found")``."""
-        return server.call(server.normalize(supervisor, "task supervisor"),
-                           ("terminate_child", pid), None)
+        """Stop the task ``pid``: ``"ok"``, or ``("error", "not_found")`` (from a BEAM node,
+        the atoms ``:ok`` and ``{:error, :not_found}``, which compare equal to those)."""
+        target = server.normalize(supervisor, "task supervisor")
+        if _on_beam(target):
+            return server.call(target, (Atom("terminate_child"), pid), None, hint=_hint(target))
+        return server.call(target, ("terminate_child", pid), None)
 
 
 def _encode(target: Any, payload: tuple) -> Any:
@@ -218,6 +239,56 @@ def is_beam(node: str) -> bool:
     return getattr(conn, "peer_tag", None) == "beam"
 
 
+def _on_beam(target: Any) -> bool:
+    """Whether a normalised supervisor ``target`` lives on a BEAM node."""
+    if isinstance(target, tuple):
+        return is_beam(target[1])
+    return isinstance(target, Pid) and not target.is_local and is_beam(target.node)
+
+
+def _from_beam(caller: tuple[Pid, Any]) -> bool:
+    pid = caller[0]
+    return isinstance(pid, Pid) and not pid.is_local and is_beam(pid.node)
+
+
+def _target_node(target: Any) -> str:
+    return target[1] if isinstance(target, tuple) else target.node
+
+
+def _require_mfa(target: Any, payload: tuple, what: str) -> None:
+    if payload[0] != "mfa":
+        raise TypeError(
+            f"a Python function cannot run on the BEAM node {_target_node(target)}: pass a "
+            f"module, a function name and a list of arguments, like TaskSupervisor.{what}("
+            f"{target!r}, 'Chat', 'receive_message', ['hi'])")
+
+
+def _owner_info(owner: Pid) -> tuple:
+    # Elixir's get_owner/1: {node(), registered name or pid, pid}.
+    from nodelab.dist.beam_peer import beam_name
+    name = P.registered_name(owner)
+    return (Atom(pids.local_node()), beam_name(name) if name else owner, owner)
+
+
+def _beam_mfa(payload: tuple) -> tuple:
+    from nodelab.dist.beam_peer import module_atom
+    _, module, fun, args = payload
+    return (module_atom(module), Atom(fun), list(args))
+
+
+def _start_beam_child(target: Any, payload: tuple, *, restart: str, shutdown: Any) -> Any:
+    # Elixir 1.14's Task.Supervisor.start_child: one call, {:start_task, [owner_info,
+    # callers, {m, f, a}], restart, shutdown}; the supervisor starts Task.Supervised.noreply,
+    # which runs m.f(a) at once, and answers {:ok, pid}. No link, no monitor, no reply.
+    _require_mfa(target, payload, "start_child")
+    me = P.self()
+    request = (Atom("start_task"), [_owner_info(me), [me], _beam_mfa(payload)],
+               Atom(restart), _beam_shutdown(shutdown))
+    return server.call(target, request, START_TASK_TIMEOUT,
+                       describe=_describe_call(target, payload, "start_child"),
+                       hint=_hint(target))
+
+
 def _beam_shutdown(shutdown: Any) -> Any:
     if shutdown == DEFAULT_SHUTDOWN:
         return None  # Elixir's default (5000 ms), as Task.Supervisor.async sends it
@@ -226,7 +297,7 @@ def _beam_shutdown(shutdown: Any) -> Any:
     return int(float(shutdown) * 1000)
 
 
-def _start_beam_task(target: tuple, payload: tuple, *, link: bool, shutdown: Any,
+def _start_beam_task(target: Any, payload: tuple, *, link: bool, shutdown: Any,
                      what: str) -> Task:
     # Elixir 1.14's Task.Supervisor.async, step by step: call the supervisor with
     # {:start_task, [{node, owner, owner}, :monitor], :temporary, shutdown}; it answers
@@ -234,16 +305,10 @@ def _start_beam_task(target: tuple, payload: tuple, *, link: bool, shutdown: Any
     # (async, not async_nolink) and monitors it, then sends it
     # {owner, ref, reply_to, callers, {m, f, a}}; the task runs m.f(a) and sends
     # {ref, result} to reply_to (here the owner itself).
-    node = target[1]
-    if payload[0] != "mfa":
-        raise TypeError(
-            f"a Python function cannot run on the BEAM node {node}: pass a module, a function "
-            f"name and a list of arguments, like TaskSupervisor.{what}({target!r}, 'Chat', "
-            "'receive_message', ['hi'])")
-    from nodelab.dist.beam_peer import module_atom
-    _, module, fun, args = payload
+    _require_mfa(target, payload, what)
+    node = _target_node(target)
     me = P.self()
-    request = (Atom("start_task"), [(Atom(pids.local_node()), me, me), Atom("monitor")],
+    request = (Atom("start_task"), [_owner_info(me), Atom("monitor")],
                Atom("temporary"), _beam_shutdown(shutdown))
     answer = server.call(target, request, START_TASK_TIMEOUT,
                          describe=_describe_call(target, payload, what), hint=_hint(target))
@@ -255,13 +320,13 @@ def _start_beam_task(target: tuple, payload: tuple, *, link: bool, shutdown: Any
     if link:
         P.link(pid)
     ref = P.monitor(pid)
-    P.send(pid, (me, ref, me, [me], (module_atom(module), Atom(fun), list(args))))
+    P.send(pid, (me, ref, me, [me], _beam_mfa(payload)))
     return Task(pid, ref, me, shipping.describe(payload), ref)
 
 
 def _start_task(supervisor: Any, payload: tuple, *, link: bool, shutdown: Any, what: str) -> Task:
     target = server.normalize(supervisor, "task supervisor")
-    if isinstance(target, tuple) and is_beam(target[1]):
+    if _on_beam(target):
         return _start_beam_task(target, payload, link=link, shutdown=shutdown, what=what)
     me = P.self()
     tag = make_ref()
@@ -285,6 +350,16 @@ class _Child:
         self.payload = payload
         self.restart = restart
         self.shutdown = shutdown
+
+
+class _ElixirJob:
+    """A ``start_child`` job from a BEAM node, kept to run it again on a restart."""
+
+    __slots__ = ("mfa", "owner")
+
+    def __init__(self, owner: Pid, mfa: tuple) -> None:
+        self.owner = owner
+        self.mfa = mfa
 
 
 class _TaskSupervisor(gen_server.Server):
@@ -338,6 +413,8 @@ class _TaskSupervisor(gen_server.Server):
         children = self.children
         if kind == "start_task" and len(request) == 4 and type(request[1]) is list:
             return self.start_for_elixir(request)
+        if isinstance(kind, Atom) and _from_beam(caller):
+            return self.answer_elixir(kind, request)
         if kind == "start_task":
             _, payload, mode, owner, tag, restart, shutdown = request
             pid = self.start(_Child(payload, restart, shutdown))
@@ -366,12 +443,31 @@ class _TaskSupervisor(gen_server.Server):
             return "ok"
         return ("error", ("unknown_request", request))
 
+    def answer_elixir(self, kind: str, request: Any) -> Any:
+        """What Elixir's ``Task.Supervisor``/``DynamicSupervisor`` functions ask, answered in
+        their terms: ``:which_children`` (``Task.Supervisor.children``), ``:count_children``
+        and ``{:terminate_child, pid}``."""
+        children = self.children
+        if kind == "which_children":
+            return [(Atom("undefined"), pid, Atom("worker"), [Atom("Elixir.Task.Supervised")])
+                    for pid in children]
+        if kind == "count_children":
+            return [(Atom("specs"), len(children)), (Atom("active"), len(children)),
+                    (Atom("supervisors"), 0), (Atom("workers"), len(children))]
+        if kind == "terminate_child" and type(request) is tuple and len(request) == 2:
+            child = children.pop(request[1], None)
+            if child is None:
+                return (Atom("error"), Atom("not_found"))
+            server.shutdown(request[1], child.shutdown)
+            return Atom("ok")
+        return (Atom("error"), (Atom("unknown_request"), request))
+
     def start_for_elixir(self, request: tuple) -> Any:
         """Elixir's ``{:start_task, args, restart, shutdown}`` (``Task.Supervisor`` of a BEAM
         node): ``args`` is ``[owner_info, :monitor | :nomonitor]`` for ``async``/
         ``async_nolink`` (the job comes later, from the owner) or ``[owner_info, callers,
         {m, f, a}]`` for ``start_child``. Answers ``{:ok, pid}``."""
-        _, args, _restart, shutdown = request
+        _, args, restart, shutdown = request
         if isinstance(shutdown, int) and not isinstance(shutdown, bool):
             shutdown = shutdown / 1000
         elif shutdown not in ("brutal_kill", "infinity"):
@@ -387,10 +483,13 @@ class _TaskSupervisor(gen_server.Server):
         if not (type(owner_info) is tuple and len(owner_info) == 3
                 and isinstance(owner_info[2], Pid)):
             return (Atom("error"), Atom("badarg"))
-        # Tasks a BEAM node starts here are temporary: Elixir asks for restarts only with
-        # start_child, and a restarted Elixir job has no owner to answer.
+        # async/async_nolink tasks are temporary (a restarted one would have no owner to
+        # answer); start_child's may be transient or permanent, as the caller asked.
+        if job is None or restart not in ("transient", "permanent"):
+            restart = "temporary"
         pid = self.new_process(run_for_elixir_owner, (owner_info[2], monitor == "monitor", job))
-        self.children[pid] = _Child(None, "temporary", shutdown)
+        self.children[pid] = _Child(None if job is None else _ElixirJob(owner_info[2], job),
+                                    str(restart), shutdown)
         return (Atom("ok"), pid)
 
     def handle_exit(self, pid: Pid, reason: Any) -> None:
@@ -410,6 +509,11 @@ class _TaskSupervisor(gen_server.Server):
                           f"{self.intensity.describe()}, shutting down")
             self.stop_all()
             raise ProcessExit("shutdown")
+        if isinstance(child.payload, _ElixirJob):
+            job = child.payload
+            restarted = self.new_process(run_for_elixir_owner, (job.owner, False, job.mfa))
+            self.children[restarted] = child
+            return
         restarted = self.start(child)
         P.send(restarted, (JOB, child.payload, None, None, "noreply", None))
 

@@ -32,7 +32,18 @@ from beam import (
     stop_nodes,
 )
 
-from nodelab import Atom, Node, group_leader, receive, self, send, spawn, start_group_leader
+from nodelab import (
+    ANY,
+    Atom,
+    Node,
+    group_leader,
+    monitor,
+    receive,
+    self,
+    send,
+    spawn,
+    start_group_leader,
+)
 from nodelab.dist import shipment
 from nodelab.dist.beam_peer import python_target
 from nodelab.otp import Application, Task, TaskSupervisor
@@ -52,8 +63,26 @@ def relay(message, node):
     return Task.await_(TaskSupervisor.async_((SUP, node), "Chat", "receive_message", [message]))
 
 
+FLAKY_RUNS: dict[str, int] = {}
+
+
+def flaky(key: str) -> str:
+    """Crash the first time it runs for ``key``, print ``key`` the second time."""
+    FLAKY_RUNS[key] = FLAKY_RUNS.get(key, 0) + 1
+    if FLAKY_RUNS[key] == 1:
+        raise RuntimeError("the first run of a transient task fails")
+    print(key)
+    return "ok"
+
+
+def wait_for_ever() -> None:
+    """A task that runs until it is stopped (it waits for a message nobody sends)."""
+    receive("never sent")
+
+
 #: What Elixir reaches as ``TaskSupervisorAcross`` on alex (the node's namespace).
-NAMESPACE = {"TaskSupervisorAcross": types.SimpleNamespace(relay=relay)}
+NAMESPACE = {"TaskSupervisorAcross": types.SimpleNamespace(relay=relay, flaky=flaky,
+                                                           wait_for_ever=wait_for_ever)}
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +189,50 @@ def test_python_runs_a_supervised_task_on_an_elixir_node(cluster) -> None:
     # The Elixir task raises: its exit reaches await_ (async_nolink: this shell lives).
     with pytest.raises(TaskError, match="ArithmeticError|badarith"):
         Task.await_(TaskSupervisor.async_nolink((SUP, KATE), Atom("erlang"), "div", [1, 0]))
+
+
+def test_python_start_child_children_and_terminate_child_on_elixir(cluster) -> None:
+    kate, _moebi, written = cluster
+    install_router()
+    since, before = len(kate.output()), len(written)
+    ok, pid = TaskSupervisor.start_child((SUP, KATE), "Chat", "receive_message", ["fire"])
+    assert (ok, type(ok), pid.node) == ("ok", Atom, KATE)  # the BEAM's {:ok, pid}
+    kate.wait_for_output("fire\n", since=since)  # (an earlier test's error log may come too)
+    assert written[before:] == []
+    _, sleeper = TaskSupervisor.start_child((SUP, KATE), Atom("timer"), "sleep", [20000])
+    assert sleeper in TaskSupervisor.children((SUP, KATE))
+    watch = monitor(sleeper)
+    assert TaskSupervisor.terminate_child((SUP, KATE), sleeper) == "ok"
+    assert receive(("DOWN", watch, ANY, ANY, ANY), timeout=10)[4] == "shutdown"
+    assert sleeper not in TaskSupervisor.children((SUP, KATE))
+    assert TaskSupervisor.terminate_child((SUP, KATE), sleeper) == ("error", "not_found")
+    with pytest.raises(TypeError, match="module, a function name and a list of arguments"):
+        TaskSupervisor.start_child((SUP, KATE), lambda: 1)
+
+
+def test_elixir_start_child_children_and_terminate_child_on_python(cluster) -> None:
+    kate, _moebi, written = cluster
+    install_router()
+    sup = f'{{Chat.TaskSupervisor, :"{ALEX}"}}'
+    assert kate.eval(f'{{:ok, pid}} = Task.Supervisor.start_child({sup}, Chat, '
+                     ':receive_message, ["fire"]); node(pid)') == f":{ALEX}"
+    wait_written(written, "fire\n")  # run on alex at once, with no reply to kate
+    assert kate.eval(f'{{:ok, sleeper}} = Task.Supervisor.start_child({sup}, '
+                     'TaskSupervisorAcross, :wait_for_ever, []); '
+                     f'sleeper in Task.Supervisor.children({sup})') == "true"
+    counts = kate.eval(f"DynamicSupervisor.count_children({sup})")
+    assert counts.startswith("%{active: ") and "supervisors: 0" in counts, counts
+    assert kate.eval(f"ref = Process.monitor(sleeper); "
+                     f"Task.Supervisor.terminate_child({sup}, sleeper)") == ":ok"
+    assert kate.eval("receive do {:DOWN, ^ref, _, _, reason} -> reason after 10000 -> "
+                     ":no_down end") == ":shutdown"
+    assert kate.eval(f"Task.Supervisor.terminate_child({sup}, sleeper)") == \
+        "{:error, :not_found}"
+    # restart: :transient, as Elixir's supervisor does it: run again after a crash.
+    assert kate.eval(f'{{:ok, _}} = Task.Supervisor.start_child({sup}, TaskSupervisorAcross, '
+                     ':flaky, ["once more"], restart: :transient); :started') == ":started"
+    wait_written(written, "once more\n")
+    assert FLAKY_RUNS["once more"] == 2
 
 
 def test_python_errors_no_process_and_no_connection(cluster) -> None:
