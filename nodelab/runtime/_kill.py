@@ -14,10 +14,20 @@ lives (an exception swallowed in a weakref callback or ``__del__`` must not let 
 Never while the process is inside nodelab code that must not be interrupted:
 
 * Such code runs *masked* (:func:`enter` ... :func:`leave`): a per-process counter that
-  only the process changes. The reaper decides under the process's ``kill_lock``, and only
-  when the counter is zero; :func:`enter` takes the same lock and cancels an injection that
-  is still pending, so an injection and a mask entry cannot race. What was cancelled stays
-  a pending exit, acted on when the outermost mask ends.
+  only the process changes, with no lock — a message passes two masked sections, so they
+  must cost next to nothing. The reaper decides under the process's ``kill_lock``: it sets
+  ``injected`` first, then reads the counter, and injects only when it is zero.
+  :func:`enter` raises the counter first, then reads ``injected``; when it is set, it
+  cancels the injection under the same lock (:func:`cancel_injection`). Under the GIL these
+  four steps happen in one order, so whichever side comes second sees the other's write:
+  either the reaper sees the mask and does not inject, or :func:`enter` sees the flag and
+  cancels. An injection can never land inside masked code. What was cancelled stays a
+  pending exit, acted on when the outermost mask ends; an injection that fires while
+  :func:`enter` is cancelling it came before the mask, so the counter goes back down and
+  the exit goes on. Only the two ends of the fast path must not be split by Python's
+  eval-breaker (where an asynchronous exception fires): between ``mask += 1`` and the read
+  of ``injected`` there are only attribute loads and stores and an integer add, which
+  never check it.
 * Blocking waits inside masked code wait on something a kill wakes (the mailbox) or in
   slices, calling :func:`check` where no lock is held and nothing is half-updated.
 * The injection goes only to the thread that the process registered itself, from inside
@@ -66,7 +76,9 @@ def enter(proc: LocalProcess | None = None) -> LocalProcess | None:
     """Begin code that no asynchronous exit may interrupt; returns the token for :func:`leave`.
 
     Threads that are not processes, and shell processes, are never interrupted
-    asynchronously: for them this costs one attribute read.
+    asynchronously: for them this costs one attribute read. For a process it costs a
+    counter increment and one flag read, no lock (the module's text says why that is
+    enough).
     """
     if proc is None:
         proc = getattr(runtime.current, "proc", None)
@@ -74,14 +86,28 @@ def enter(proc: LocalProcess | None = None) -> LocalProcess | None:
             return None
     if proc.is_shell:
         return None
-    with proc.kill_lock:
-        if proc.injected:
-            # Injected, not yet raised: cancel it; the pending exit stays and is acted on
-            # when this masked code ends.
-            proc.injected = False
-            _set_async_exc(proc.ident, None)  # type: ignore[arg-type]
-        proc.mask += 1
+    proc.mask += 1
+    if proc.injected:
+        cancel_injection(proc)
     return proc
+
+
+def cancel_injection(proc: LocalProcess) -> None:
+    """The slow half of :func:`enter`, right after the mask went up: an interruption that
+    the reaper injected before it could see the mask is cancelled (the pending exit stays,
+    and is acted on when the outermost mask ends).
+
+    If the interruption fires here, before it could be cancelled, it is an exit that came
+    before the masked section began: the mask goes back down and the exit goes on.
+    """
+    try:
+        with proc.kill_lock:
+            if proc.injected:
+                proc.injected = False
+                _set_async_exc(proc.ident, None)  # type: ignore[arg-type]
+    except BaseException:
+        proc.mask -= 1
+        raise
 
 
 def leave(proc: LocalProcess | None) -> None:
@@ -258,8 +284,13 @@ def _interrupt(proc: LocalProcess) -> bool:
         if proc.status == "exited" or proc.exiting or proc.pending_exit is None:
             return False
         if proc.mask == 0 and proc.ident is not None:
-            proc.injected = True  # before the injection: enter() must see it
-            _set_async_exc(proc.ident, AsyncKill)
+            # Published before the mask is read again: enter() raises the mask and then
+            # reads this flag, without the lock. Whichever of the two comes second sees
+            # the other's write, so either this sees the mask and does not inject, or
+            # enter() sees the flag and cancels the injection under this lock.
+            proc.injected = True
+            if proc.mask == 0:
+                _set_async_exc(proc.ident, AsyncKill)
     return True
 
 

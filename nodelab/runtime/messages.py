@@ -8,13 +8,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from nodelab.errors import NodelabError
+from nodelab.errors import NodelabError, ProcessExit
 from nodelab.runtime import _kill, pids
 from nodelab.runtime._table import current, runtime
 from nodelab.runtime.mailbox import NO_MATCH
 from nodelab.runtime.patterns import Matched, matcher
 from nodelab.runtime.pids import Pid
-from nodelab.runtime.transport import current_transport
+from nodelab.runtime.transport import _transport, current_transport
+
+# Read once here, used on every message (both live as long as the process does).
+_thread = runtime.current  # which process the calling thread is: ``_thread.proc``
+_processes = runtime.processes
 
 
 def send(dest: Pid | str | tuple[str, str], message: Any) -> Any:
@@ -24,7 +28,7 @@ def send(dest: Pid | str | tuple[str, str], message: Any) -> Any:
     fails because the receiver is gone — the message is simply dropped, as on the BEAM.
     Sending to a name that is not registered here raises, like Elixir's ``ArgumentError``.
     """
-    me = getattr(runtime.current, "proc", None)
+    me = getattr(_thread, "proc", None)
     if me is not None and me.pending_exit is not None and not me.exiting:
         _kill.check(me)
     tracer = runtime.tracer  # read once: a recording may end on another thread meanwhile
@@ -32,11 +36,11 @@ def send(dest: Pid | str | tuple[str, str], message: Any) -> Any:
         tracer(me.pid if me is not None else None, dest, message)
     if type(dest) is Pid:
         if dest.is_local:
-            proc = runtime.processes.get(dest.serial)
+            proc = _processes.get(dest.serial)
             if proc is not None:  # dest.is_local: same node, same creation
                 proc.mailbox.put(message)
         else:
-            dist = current_transport()
+            dist = _transport[0]  # current_transport(), read once, without a call
             if dist is not None:
                 dist.send(dest, message)  # the transport masks its own critical sections
         return message
@@ -72,14 +76,24 @@ def take(match: Callable[[Any], Any] | None, timeout: float | None) -> Any:
 
     A checkpoint; an exit signal that arrives while it waits ends the caller.
     """
-    me = current()
+    # current(), _kill.check, enter and leave, written out: every message a process
+    # receives passes here, and each of those calls would cost more than its work.
+    me = getattr(_thread, "proc", None)
+    if me is None or me.status != "running":
+        me = current()
     if me.pending_exit is not None:
         _kill.check(me)
-    token = _kill.enter(me)
+    if me.is_shell:  # never interrupted asynchronously: no mask needed (see _kill.enter)
+        return me.mailbox.take(match, timeout)
+    me.mask += 1
+    if me.injected:
+        _kill.cancel_injection(me)
     try:
         return me.mailbox.take(match, timeout)
     finally:
-        _kill.leave(token)
+        me.mask -= 1
+        if me.mask == 0 and me.pending_exit is not None and not me.exiting:
+            raise ProcessExit(me.pending_exit[0], me.pending_exit[1])
 
 
 def receive(*patterns: Any, timeout: float | None = None, after: Any = _NO_AFTER) -> Any:
@@ -96,14 +110,23 @@ def receive(*patterns: Any, timeout: float | None = None, after: Any = _NO_AFTER
     without a match, ``after`` is returned (called first if it is callable), or
     ``TimeoutError`` is raised when no ``after`` was given.
     """
+    if not patterns:  # the common case: the oldest message, no matcher to build or call
+        result = take(None, timeout)
+        if result is NO_MATCH:
+            return _timed_out(timeout, after)
+        return result
     result = take(matcher(patterns), timeout)
     if result is NO_MATCH:
-        if after is not _NO_AFTER:
-            return after() if callable(after) else after
-        raise TimeoutError(f"no matching message arrived within {timeout} s")
+        return _timed_out(timeout, after)
     if type(result) is Matched:
         return result.handler(result.message)
     return result
+
+
+def _timed_out(timeout: float | None, after: Any) -> Any:
+    if after is not _NO_AFTER:
+        return after() if callable(after) else after
+    raise TimeoutError(f"no matching message arrived within {timeout} s")
 
 
 def sleep(seconds: float) -> str:
