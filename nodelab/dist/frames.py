@@ -3,7 +3,13 @@
 After the handshake every frame is ``length u32 | kind u8 | mac 16 bytes | body``. The MAC
 is a keyed BLAKE2b over the frame's sequence number, kind and body, with a key of that
 direction that only the two authenticated nodes know, so an injected, replayed or reordered
-frame is refused *before* its body is unpickled. Measured: 0.6 us a frame.
+frame is refused *before* its body is unpickled.
+
+A frame's MAC is one ``copy()`` of the direction's keyed state (copying skips BLAKE2b's key
+setup, which costs more than hashing a small frame), one ``update`` with the sequence
+number and kind packed together, one with the body. Measured on a quiet machine
+(``benchmarks/README.md``, profile after): 0.33 us for a 70-byte body, against 0.44 us for
+the three updates it replaced and 0.53 us for a one-shot keyed ``blake2b(data, key=...)``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ HEADER = struct.Struct("!IB16s")
 LENGTH = struct.Struct("!I")
 MAC_SIZE = 16
 SEQ = struct.Struct("!Q")
+# What a MAC covers before the body: the sequence number and the kind, in one update.
+_SEQ_KIND = struct.Struct("!QB")
 
 #: Largest frame body a node sends or accepts; bigger messages are refused to the sender.
 MAX_MESSAGE = int(os.environ.get("NODELAB_MAX_MESSAGE", 16 * 1024 * 1024))
@@ -34,13 +42,17 @@ def mac_state(key: bytes) -> hashlib.blake2b:
     return hashlib.blake2b(key=key, digest_size=MAC_SIZE)
 
 
-def mac(state: hashlib.blake2b, seq: int, kind: int, body: bytes) -> bytes:
+def mac(state: hashlib.blake2b, seq: int, kind: int, body: bytes | memoryview) -> bytes:
+    """The MAC of frame number ``seq`` of this direction: over ``seq | kind | body``."""
     h = state.copy()
-    h.update(SEQ.pack(seq))
-    h.update(bytes((kind,)))
+    h.update(_SEQ_KIND.pack(seq, kind))
     h.update(body)
     return h.digest()
 
 
 def encode(state: hashlib.blake2b, seq: int, kind: int, body: bytes) -> bytes:
-    return HEADER.pack(1 + MAC_SIZE + len(body), kind, mac(state, seq, kind, body)) + body
+    """The whole frame, ``length | kind | mac | body``, ready for the socket."""
+    h = state.copy()
+    h.update(_SEQ_KIND.pack(seq, kind))
+    h.update(body)
+    return HEADER.pack(1 + MAC_SIZE + len(body), kind, h.digest()) + body
