@@ -36,9 +36,23 @@ def on(pattern: Any, handler: Callable[[Any], Any]) -> Clause:
     return Clause(pattern, handler)
 
 
+#: Patterns compared by value, checked first: the leaves of almost every pattern.
+_PLAIN = frozenset({str, int, float, bytes, bool, type(None)})
+
+
 def matches(pattern: Any, value: Any) -> bool:
     """True when ``value`` fits ``pattern`` (see ``receive`` for the pattern language)."""
+    kind = type(pattern)
+    if kind in _PLAIN:
+        return pattern == value
     if pattern is ANY:
+        return True
+    if kind is tuple:  # the common compound pattern, before the general checks
+        if type(value) is not tuple or len(value) != len(pattern):
+            return False
+        for part, item in zip(pattern, value, strict=True):
+            if not matches(part, item):
+                return False
         return True
     if isinstance(pattern, type):
         return isinstance(value, pattern)
@@ -68,6 +82,9 @@ def matcher(patterns: tuple) -> Callable[[Any], Any] | None:
     """The mailbox matcher for ``receive(*patterns)`` (None: take any message)."""
     if not patterns:
         return None
+    if len(patterns) == 1 and not isinstance(patterns[0], Clause):  # the common case, first
+        pattern = patterns[0]
+        return lambda message: message if matches(pattern, message) else NO_MATCH
     if all(isinstance(p, Clause) for p in patterns):
         def run_clause(message: Any) -> Any:
             for clause in patterns:
