@@ -18,7 +18,16 @@ nodelab                                    Erlang distribution
 ``("monitor", w, target, ref)``            MONITOR_P (a pid, or a registered name)
 ``("demonitor", ...)`` / ``("down", ...)`` DEMONITOR_P / PAYLOAD_MONITOR_P_EXIT
 ``("spawn", ref, caller, gl, link, mfa)``  SPAWN_REQUEST (``[link]`` when linked)
+``("info", ref, caller, pid)``             a call to the peer's ``rex``: ``{call, erlang,
+                                           process_info, [Pid, Items], user}``
 =========================================  =============================================
+
+``Process.info`` of a BEAM pid: Elixir's ``Process.info/1`` raises ``ArgumentError`` ("not a
+local pid") for a pid of another node, because ``erlang:process_info`` only sees its own
+node. nodelab's ``Process.info`` answers for any node's pid, so for a BEAM pid it asks that
+node, as ``:rpc.call(node(pid), :erlang, :process_info, [pid, items])`` would, and gives the
+same dict as for a nodelab pid (atoms stay :class:`Atom`; no name is None); None when the
+process is not alive.
 
 Exit reasons: the runtime's plain words (``"normal"``, ``"noconnection"``, ``"killed"``,
 ``"kill"``, ``"noproc"``, ``"shutdown"``) travel as atoms; a :class:`~nodelab.Crash` (an
@@ -124,6 +133,26 @@ def erlang_message(message: Any) -> Any:
     return message
 
 
+#: What ``Process.info`` asks a BEAM node about one of its processes: the keys of a nodelab
+#: process's info (:func:`nodelab.runtime.info.info`).
+_INFO_ITEMS = ("status", "message_queue_len", "links", "group_leader", "registered_name",
+               "trap_exit")
+
+
+def process_info_dict(answer: Any) -> dict[str, Any] | None:
+    """``erlang:process_info(Pid, Items)``'s answer as ``Process.info`` gives it: a dict with
+    the keys of a nodelab process's info, or None when the process is not alive (the BEAM's
+    ``undefined``) or the node could not say (``{badrpc, ...}``)."""
+    if type(answer) is not list:
+        return None
+    info = {str(item[0]): item[1] for item in answer if type(item) is tuple and len(item) == 2}
+    if set(info) != set(_INFO_ITEMS):
+        return None
+    if info["registered_name"] == []:
+        info["registered_name"] = None  # the BEAM's "no name"; nodelab says None
+    return {key: info[key] for key in _INFO_ITEMS}
+
+
 def module_atom(module: Any) -> Atom:
     """``"Kate"`` -> ``Elixir.Kate`` (an Elixir alias); ``Atom("io")`` or ``"io"`` -> ``io``."""
     if isinstance(module, Atom):
@@ -207,6 +236,8 @@ class BeamPeer:
         #: Aliases of this node's calls to the peer's servers (OTP 24+ reply tags): alias ->
         #: the calling process. The reply comes as an ALIAS_SEND to the alias.
         self._aliases: dict[Ref, Pid] = {}
+        #: ``Process.info`` of the peer's pids waiting for rex's answer: alias -> asker.
+        self._info_calls: dict[Ref, Pid] = {}
         self.link = bl.BeamLink(
             sock, result, dist.full_name, dist.creation or 0, on_event=self._on_event,
             on_down=self._on_down, tick_time=max(dist.tick_time, BEAM_NET_TICKTIME),
@@ -301,10 +332,26 @@ class BeamPeer:
             return self._send(bl.SpawnRequest(ref, caller, leader, module_atom(module),
                                               Atom(function), list(args), options))
         if kind == "info":
-            _, ref, caller, _pid = op
-            P.reply(caller, ref, None)  # a BEAM process's info is not asked for over the wire
-            return True
+            _, ref, caller, pid = op
+            return self._ask_process_info(ref, caller, pid)
         return False
+
+    def _ask_process_info(self, ref: Ref, caller: Pid, pid: Pid) -> bool:
+        # The BEAM's own process_info refuses a remote pid (ArgumentError "not a local
+        # pid"), so ask the pid's node, as :rpc.call(node, :erlang, :process_info, [pid,
+        # items]) does: a call to its rex server, whose alias reply _on_alias_send turns
+        # into the answer Process.info waits for.
+        if len(self._info_calls) >= _MAX_ALIASES:
+            P.reply(caller, ref, None)
+            return True
+        self._info_calls[ref] = caller
+        request = (Atom("call"), Atom("erlang"), Atom("process_info"),
+                   [pid, [Atom(item) for item in _INFO_ITEMS]], Atom("user"))
+        call = (Atom("$gen_call"), (caller, ImproperList([Atom("alias")], ref)), request)
+        if not self._send(bl.RegSend(caller, Atom("rex"), call)):
+            self._info_calls.pop(ref, None)
+            return False
+        return True
 
     # --- in -------------------------------------------------------------------------------
 
@@ -340,6 +387,12 @@ class BeamPeer:
         return False
 
     def _on_alias_send(self, event: bl.AliasSend) -> None:
+        asked = self._info_calls.pop(event.alias, None)
+        if asked is not None:
+            message = event.message
+            answer = message[1] if type(message) is tuple and len(message) == 2 else None
+            P.reply(asked, event.alias, process_info_dict(answer))
+            return
         caller = self._aliases.pop(event.alias, None)
         if caller is None:
             return  # an alias that is not active: dropped, as OTP drops it
@@ -427,4 +480,4 @@ _HANDLERS = {
 }
 
 __all__ = ["BeamPeer", "beam_name", "erlang_message", "erlang_reason", "local_name",
-           "module_atom", "python_target", "run_for_beam"]
+           "module_atom", "process_info_dict", "python_target", "run_for_beam"]

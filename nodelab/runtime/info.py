@@ -12,7 +12,14 @@ from nodelab.runtime.pids import Pid
 
 
 def info(pid: Pid) -> dict[str, Any] | None:
-    """What a local process is doing: status, queue length, links, group leader, name."""
+    """What a local process is doing: status, queue length, links, group leader, name.
+
+    None when ``pid`` is not a live process of this node. ``Process.info`` of another node's
+    pid asks that node for this same dict, a BEAM node too (through its ``rex``, as
+    ``:rpc.call(node(pid), :erlang, :process_info, [pid, items])``; see
+    :mod:`nodelab.dist.beam_peer`), where Elixir's ``Process.info/1`` raises "not a local
+    pid".
+    """
     proc = lookup(pid)
     if proc is None:
         return None

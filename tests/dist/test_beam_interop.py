@@ -404,6 +404,37 @@ def test_genserver_calls_both_ways(kate: BeamNode) -> None:
 
 # --- ticks ----------------------------------------------------------------------------------
 
+def until(check, timeout: float = 5.0):
+    """``check()``'s first truthy value, asked every 10 ms; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"not true within {timeout} s"
+        time.sleep(0.01)
+    return value
+
+
+def test_process_info_of_a_beam_pid_asks_the_beam(kate: BeamNode, inbox: None) -> None:
+    # Elixir's Process.info/1 raises "not a local pid" here; nodelab asks kate, as
+    # :rpc.call(node(pid), :erlang, :process_info, [pid, items]) does.
+    pid = kate_pid(kate, "(napper = spawn(fn -> Process.flag(:trap_exit, true); receive do "
+                         ":stop -> :ok end end); Process.register(napper, :napper); "
+                         "send(napper, :kept); napper)")
+    info = until(lambda: (i := Process.info(pid)) and i["trap_exit"] and
+                 i["status"] == "waiting" and i)
+    assert set(info) == {"status", "message_queue_len", "links", "group_leader",
+                         "registered_name", "trap_exit"}
+    assert (info["message_queue_len"], info["links"]) == (1, [])  # :kept waits there
+    assert info["registered_name"] == "napper" and isinstance(info["registered_name"], Atom)
+    assert isinstance(info["group_leader"], Pid) and info["group_leader"].node == KATE
+    assert Process.alive(pid)
+    nameless = kate_pid(kate, "spawn(fn -> receive do :stop -> :ok end end)")
+    assert Process.info(nameless)["registered_name"] is None  # the BEAM's []
+    for each in (pid, nameless):
+        send(each, Atom("stop"))
+        until(lambda each=each: Process.info(each) is None)
+        assert not Process.alive(each)
+
+
 def test_a_quiet_connection_survives_ticks_at_net_ticktime_2(kate: BeamNode, inbox: None) -> None:
     """kate's net_ticktime is 2 s. First alex ticks every 0.5 s (its tick_time is 2); then,
     reconnected with a tick_time of 40 s (a tick every 10 s of its own), alex still answers
