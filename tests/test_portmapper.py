@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 import nodelab
-from nodelab.dist import portmapper
+from nodelab.dist import portmapper, portmapper_daemon
 from nodelab.dist.names import InvalidNodeName
 from nodelab.dist.portmapper import (
     NameInUse,
@@ -65,7 +65,7 @@ def mapper_processes(port: int) -> list[int]:
         if not entry.name.isdigit():
             continue
         argv, _ = _argv_and_env(entry.name)
-        if b"nodelab.dist.portmapper" in argv and b"--port" in argv:
+        if b"nodelab.dist.portmapper_daemon" in argv and b"--port" in argv:
             index = argv.index(b"--port")
             if argv[index + 1:index + 2] == [str(port).encode()]:
                 found.append(int(entry.name))
@@ -165,7 +165,7 @@ class MapperEnv:
 
 
 def free_port() -> int:
-    with portmapper.bind_listener(0) as sock:
+    with portmapper_daemon.bind_listener(0) as sock:
         return sock.getsockname()[1]
 
 
@@ -426,7 +426,8 @@ def test_a_forked_child_does_not_keep_the_name(mapper: MapperEnv) -> None:
 
 def foreground_daemon(mapper: MapperEnv, *options: str) -> subprocess.Popen:
     """nodelab's daemon run in the foreground, as a user would (not counted as a child)."""
-    daemon = mapper.spawn("from nodelab.dist.portmapper import main; raise SystemExit(main())",
+    daemon = mapper.spawn("from nodelab.dist.portmapper_daemon import main; "
+                          "raise SystemExit(main())",
                           "--port", str(mapper.port), *options)
     mapper.children.remove(daemon)
     if not wait_until(lambda: mapper_pid() == daemon.pid, 5):
@@ -522,8 +523,8 @@ def test_a_remote_host_is_only_checked(mapper: MapperEnv) -> None:
 def test_a_port_taken_by_another_program_is_explained(mapper: MapperEnv) -> None:
     refusal = "taken by a program that is not an EPMD"
     # A program that listens on the port and never answers:
-    with portmapper.bind_listener(mapper.port), pytest.raises(PortMapperUnavailable,
-                                                              match=refusal):
+    with portmapper_daemon.bind_listener(mapper.port), pytest.raises(PortMapperUnavailable,
+                                                                     match=refusal):
         ensure_portmapper(timeout=1.5)
 
 
