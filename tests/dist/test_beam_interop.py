@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 import types
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ from nodelab import (
     unlink,
     unregister,
 )
+from nodelab.dist import erlang_handshake as eh
 from nodelab.dist.term_format import Atom, ImproperList, TermEncodeError
 from nodelab.otp import server
 from nodelab.runtime import gen_server
@@ -161,6 +163,79 @@ def test_ping_node_lists_and_epmd_both_ways(kate: BeamNode) -> None:
     assert KATE in Node.list()
     assert kate.eval("Node.list()") == f"[:{ALEX}]"
     assert "alex" in epmd_names() and "kate" in epmd_names()
+
+
+def dial_at_the_same_instant(beam: BeamNode, monkeypatch: pytest.MonkeyPatch) -> str:
+    """alex and ``beam`` dial each other with both dials under way at once; returns the
+    status alex's acceptor gave the BEAM's dial (``nok``: alex's dial wins, being the
+    greater name; ``ok_simultaneous``: the BEAM's wins), after checking the end state.
+
+    The two dials overlap by construction, not by luck: alex's dial is held after its TCP
+    connect (alex is then "dialling" the BEAM), the BEAM's ``Node.connect`` starts, and
+    alex's name goes out only once alex's acceptor has answered the BEAM's name. Nothing
+    of the handshake is replaced: the real code runs, it only waits a moment in between.
+    """
+    peer_name = beam.name
+    decided: list[str] = []
+    answered = threading.Event()
+    real_initiate, real_status = eh.initiate, eh.simultaneous_status
+
+    def status(me: str, other: str) -> str:
+        decided.append(real_status(me, other))
+        answered.set()
+        return decided[-1]
+
+    def initiate(sock, cookie, me, other, *args, **kwargs):
+        if other == peer_name:
+            beam.eval(f'me = self(); spawn(fn -> send(me, {{:connected, '
+                      f'Node.connect(:"{ALEX}")}}) end); :ok')
+            assert answered.wait(10), f"{peer_name} did not dial alex within 10 s"
+        return real_initiate(sock, cookie, me, other, *args, **kwargs)
+
+    monkeypatch.setattr(eh, "simultaneous_status", status)
+    monkeypatch.setattr(eh, "initiate", initiate)
+    try:
+        assert Node.connect(peer_name) is True
+        assert beam.eval("receive do {:connected, ok} -> ok after 10000 -> :no_answer end") \
+            == "true"
+    finally:
+        monkeypatch.setattr(eh, "initiate", real_initiate)
+        monkeypatch.setattr(eh, "simultaneous_status", real_status)
+    # One connection, each side sees the other once, and it carries messages both ways.
+    assert wait_for(lambda: Node.list().count(peer_name) == 1)
+    assert beam.eval(f'Node.list() |> Enum.count(&(&1 == :"{ALEX}"))') == "1"
+    assert beam.eval(f'Enum.count(:erlang.system_info(:dist_ctrl), '
+                     f'fn {{n, _}} -> n == :"{ALEX}" end)') == "1"
+    assert Node.ping(peer_name) == "pong"
+    assert beam.eval(f'send({{:pybox, :"{ALEX}"}}, :over_the_one_connection)') == \
+        ":over_the_one_connection"
+    assert receive("over_the_one_connection", timeout=5) == "over_the_one_connection"
+    assert len(decided) == 1
+    return decided[0]
+
+
+def disconnect(beam: BeamNode) -> None:
+    Node.disconnect(beam.name)
+    assert wait_for(lambda: beam.name not in Node.list())
+    assert wait_for(lambda: beam.eval("Node.list()") == "[]")
+
+
+@pytest.mark.parametrize("name, winner", [("kate", "ok_simultaneous"), ("ada", "nok")])
+def test_a_simultaneous_connect_ends_with_one_connection(
+        kate: BeamNode, inbox: None, monkeypatch: pytest.MonkeyPatch, name: str,
+        winner: str) -> None:
+    # kate > alex: the BEAM's dial wins (alex answers ok_simultaneous and gives its own up,
+    # kate answers alex nok); ada < alex: alex's dial wins (alex answers ada nok). OTP's
+    # rule, the greater name's dial goes on, on both sides.
+    beam = kate if name == "kate" else BeamNode(name, net_ticktime=2).start()
+    try:
+        for _ in range(3):
+            disconnect(beam)
+            assert dial_at_the_same_instant(beam, monkeypatch) == winner
+    finally:
+        if beam is not kate:
+            beam.stop()
+            assert wait_for(lambda: beam.name not in Node.list())
 
 
 def test_a_wrong_cookie_both_ways(kate: BeamNode, log_lines: list[str]) -> None:
