@@ -8,7 +8,12 @@ is a Jupyter kernel process of its own, started and driven from here::
     kate.execute("1 + 1").result_text          # '2'
     kate.shutdown()
 
-What this module guarantees, and why:
+This module is a kernel's lifetime: starting it, stopping it, and sweeping what it left.
+Running code in it and relaying its output to the right caller (``execute``, ``watch``)
+is :mod:`nodelab.jupyter.node_kernel_client`. The module is long because a child must end
+however its parent ends (its own shutdown, the parent's exit, the parent kernel's shutdown
+or restart, SIGKILL), and each of those ways has its hook here, beside the kernelspec and
+environment a child starts with. What this module guarantees, and why:
 
 * **The child dies with its parent.** Kernels are started *not* independent, so
   jupyter_client puts ``JPY_PARENT_PID`` in their environment and ipykernel's parent
@@ -24,22 +29,6 @@ What this module guarantees, and why:
   encryption" warning, would otherwise land in the parent's cell). A connection file
   whose parent pid is dead is swept at the next start; logs of dead parents are kept for
   a day, for the post-mortem.
-* **Output is never lost.** One reader thread per kernel drains its iopub socket (never
-  ``get_msgs()``: it blocks forever once empty). A message whose parent is an
-  :meth:`NodeKernel.execute` still running goes to that call, which hands it to its
-  ``on_output`` *in the calling thread* (so, in a notebook, it lands in the calling cell).
-  Anything else goes to the :meth:`NodeKernel.watch` callback, or is kept until one is set.
-
-What ipykernel 7.4 does with output printed in the child when no cell runs there
-(measured, see ``tests/jupyter/test_node_kernels.py``): it is **not** published with an
-empty parent. ipykernel sets the streams' global parent on *every* shell request it
-dispatches and keeps it after the request ended, so a thread that prints after our
-``execute`` returned publishes under that finished request's ``msg_id`` (after its
-``idle``) — or under whatever shell request came last (``kernel_info``, a completion...).
-While a later ``execute`` runs, such output is published under the *running* request and
-so arrives in that call's ``on_output``. Only before the kernel's first shell request is
-the parent empty. The reader therefore treats "parent is not a running execute of ours" —
-not "empty parent" — as "printed outside an execute".
 
 Figures (2-core machine, ipykernel 7.4, median of 5 starts and 25 round trips, bare and
 ours interleaved in one run; ``python benchmarks/kernel_start.py [KERNELSPEC]`` measures
@@ -50,8 +39,8 @@ them again):
   586 ms with the ``nodelab`` kernelspec, which imports nodelab at start (ratio 0.98);
   the goal was <= 1.2
 * ``execute("1+1")`` round trip: 6.5 ms (7.4 ms on the nodelab kernel); the same on a bare
-  client's ``execute_interactive``: 6.6 ms — ipykernel's own cost, the relay adds nothing
-  measurable
+  client's ``execute_interactive``: 6.6 ms — ipykernel's own cost, the relay
+  (:mod:`nodelab.jupyter.node_kernel_client`) adds nothing measurable
 
 From inside a notebook cell, ``%node start kate`` (start + loading nodelab + ``%node``
 there) took 0.56 s. The kernel's sockets are CurveZMQ-encrypted when its spec declares
@@ -64,7 +53,6 @@ import atexit
 import inspect
 import itertools
 import os
-import queue
 import re
 import secrets
 import signal
@@ -73,23 +61,26 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import NodelabError
+from .node_kernel_client import (
+    ExecuteResult,
+    NodeKernelClient,
+    NodeKernelDied,
+    NodeKernelError,
+    NodeKernelTimeout,
+    OutputCallback,
+    strip_ansi,
+)
 
 __all__ = [
     "ExecuteResult", "NodeKernel", "NodeKernelDied", "NodeKernelError", "NodeKernelTimeout",
     "OutputCallback", "on_parent_shutdown", "run_dir", "running_kernels", "shutdown_all",
-    "start_node_kernel",
+    "start_node_kernel", "strip_ansi",
     "sweep_stale",
 ]
-
-#: ``on_output(stream, text)``: ``stream`` is "stdout" or "stderr".
-OutputCallback = Callable[[str, str], None]
 
 #: Kernelspec used when it is installed (``python -m nodelab.jupyter.kernelspec install``).
 NODELAB_KERNEL = "nodelab"
@@ -98,94 +89,10 @@ SHUTDOWN_TIMEOUT = 5.0
 #: Budget of the whole clean-up when the parent kernel itself is shut down or restarted:
 #: jupyter_server sends SIGTERM 2.5 s after its shutdown request, so stay well below.
 PARENT_SHUTDOWN_BUDGET = 2.0
-#: Output printed outside any execute while nobody watches: kept up to this many pieces.
-UNCLAIMED_LIMIT = 10_000
 #: Logs of dead parents older than this are swept (seconds).
 LOG_KEEP = 24 * 3600.0
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _SAFE_LABEL = re.compile(r"[^A-Za-z0-9_.@-]+")
-
-
-class NodeKernelError(NodelabError):
-    """A node kernel could not be started or used."""
-
-
-class NodeKernelDied(NodeKernelError):
-    """The node kernel process ended (see the log file named in the message)."""
-
-
-class NodeKernelTimeout(NodeKernelError, TimeoutError):
-    """The node kernel did not answer in time; it may still be busy."""
-
-
-# --- results -----------------------------------------------------------------------------
-
-
-def strip_ansi(text: str) -> str:
-    """``text`` without terminal colour codes (ipykernel colours its tracebacks)."""
-    return _ANSI.sub("", text)
-
-
-@dataclass
-class ExecuteResult:
-    """What one :meth:`NodeKernel.execute` produced.
-
-    ``status`` is "ok", "error" or "aborted". ``result_text`` is the ``text/plain`` of the
-    value of the last expression (what ``Out[n]`` would show), ``None`` when there is none.
-    On an error, ``ename``/``evalue``/``traceback`` are the remote exception's, and
-    :attr:`error` is its traceback as plain text. ``outputs`` holds everything in the
-    order it came, in nbformat's shape (``output_type`` "stream", "display_data",
-    "execute_result", "error").
-    """
-
-    status: str
-    execution_count: int | None = None
-    result_text: str | None = None
-    result_data: dict[str, Any] = field(default_factory=dict)
-    ename: str | None = None
-    evalue: str | None = None
-    traceback: list[str] = field(default_factory=list)
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-    msg_id: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    @property
-    def error(self) -> str | None:
-        """The remote traceback as plain text (no colour codes), or None."""
-        if self.status != "error":
-            return None
-        if self.traceback:
-            return strip_ansi("\n".join(self.traceback))
-        return f"{self.ename}: {self.evalue}"
-
-    @property
-    def stdout(self) -> str:
-        return "".join(o["text"] for o in self.outputs
-                       if o["output_type"] == "stream" and o["name"] == "stdout")
-
-    @property
-    def stderr(self) -> str:
-        return "".join(o["text"] for o in self.outputs
-                       if o["output_type"] == "stream" and o["name"] == "stderr")
-
-    def raise_for_error(self) -> ExecuteResult:
-        """Raise :class:`NodeKernelError` with the remote traceback if the code failed."""
-        if self.status == "error":
-            raise NodeKernelError(f"the code failed remotely with {self.ename}: {self.evalue}\n"
-                                  f"{self.error}")
-        if self.status != "ok":
-            raise NodeKernelError(f"the code was not run (status {self.status!r}): an earlier "
-                                  "request failed or the kernel was interrupted")
-        return self
-
-
-def _text_of(data: Mapping[str, Any]) -> str:
-    text = data.get("text/plain", "")
-    return "".join(text) if isinstance(text, list) else str(text)
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -435,39 +342,23 @@ def _new_manager(spec: Any) -> Any:
 # --- one kernel ----------------------------------------------------------------------------
 
 
-class _Run:
-    """An execute in flight: the reader thread feeds its iopub messages to ``queue``."""
-
-    IDLE = object()
-
-    def __init__(self) -> None:
-        self.queue: queue.Queue[Any] = queue.Queue()
-
-
-class NodeKernel:
+class NodeKernel(NodeKernelClient):
     """A kernel process this process started: a node's "terminal window".
 
-    Use :func:`start_node_kernel` to make one. Thread-safe: executes from several threads
-    run one after the other (as they would in the kernel anyway).
+    Use :func:`start_node_kernel` to make one. Running code in it (:meth:`execute`,
+    :meth:`watch`) is :class:`~nodelab.jupyter.node_kernel_client.NodeKernelClient`'s;
+    this class adds the process: its files, :meth:`interrupt`, :meth:`shutdown`,
+    :meth:`kill`.
     """
 
     def __init__(self, label: str, manager: Any, client: Any, *, connection_file: Path,
                  log_path: Path) -> None:
-        self.label = label
+        super().__init__(label, client)
         self.connection_file = connection_file
         self.log_path = log_path
         self._km = manager
-        self._kc = client
         self._serial = next(_counter)
-        self._shell_lock = threading.Lock()
-        self._runs: dict[str, _Run] = {}
-        self._runs_lock = threading.Lock()
-        self._watcher: OutputCallback | None = None
-        self._unclaimed: deque[tuple[str, str]] = deque(maxlen=UNCLAIMED_LIMIT)
-        self._watch_lock = threading.Lock()
-        self._stopping = threading.Event()
         self._closed = False
-        self._reader: threading.Thread | None = None
         #: Seconds from :func:`start_node_kernel` to a kernel that answers (set by it).
         self.ready_after: float | None = None
 
@@ -505,187 +396,6 @@ class NodeKernel:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    # --- the iopub reader --------------------------------------------------------------
-
-    def _start_reader(self) -> None:
-        self._reader = threading.Thread(target=self._read_iopub, daemon=True,
-                                        name=f"nodelab iopub {self.label}")
-        self._reader.start()
-
-    def _read_iopub(self) -> None:
-        channel = self._kc.iopub_channel
-        while not self._stopping.is_set():
-            try:
-                msg = channel.get_msg(timeout=0.2)
-            except queue.Empty:
-                continue
-            except Exception:  # noqa: BLE001 - socket closed under us: we are stopping
-                if self._stopping.is_set():
-                    return
-                time.sleep(0.05)
-                continue
-            parent = (msg.get("parent_header") or {}).get("msg_id")
-            with self._runs_lock:
-                run = self._runs.get(parent) if parent else None
-            if run is not None:
-                if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
-                    run.queue.put(_Run.IDLE)
-                else:
-                    run.queue.put(msg)
-            else:
-                self._unrequested(msg)
-
-    def _unrequested(self, msg: dict[str, Any]) -> None:
-        text = _as_text(msg)
-        if text is None:
-            return
-        stream, content = text
-        with self._watch_lock:
-            watcher = self._watcher
-            if watcher is None:
-                self._unclaimed.append((stream, content))
-                return
-        try:
-            watcher(stream, content)
-        except Exception as error:  # noqa: BLE001 - a bad watcher must not kill the reader
-            print(f"nodelab: the output watcher of {self.label} failed: {error!r}",
-                  file=sys.__stderr__)
-
-    def watch(self, on_output: OutputCallback | None) -> OutputCallback | None:
-        """Send output the kernel produces *outside* our executes to ``on_output``.
-
-        That is: what a thread in the kernel prints after the execute that started it
-        returned. Output kept while nobody watched is handed over at once. The callback
-        runs on this kernel's reader thread (not a cell's): write with a
-        :class:`~nodelab.jupyter.cell_output.CellOutput` to put it into a cell.
-        ``watch(None)`` stops forwarding (output is kept again). Returns the old callback.
-        """
-        with self._watch_lock:
-            old, self._watcher = self._watcher, on_output
-            backlog = list(self._unclaimed) if on_output is not None else []
-            if on_output is not None:
-                self._unclaimed.clear()
-        for stream, text in backlog:
-            on_output(stream, text)  # type: ignore[misc]
-        return old
-
-    def take_unclaimed(self) -> list[tuple[str, str]]:
-        """Output printed outside our executes and not yet watched; emptied by the call."""
-        with self._watch_lock:
-            items = list(self._unclaimed)
-            self._unclaimed.clear()
-        return items
-
-    # --- running code ------------------------------------------------------------------
-
-    def execute(self, code: str, *, on_output: OutputCallback | None = None,
-                on_display: Callable[[dict[str, Any]], None] | None = None,
-                timeout: float = 60.0, silent: bool = False,
-                store_history: bool = True) -> ExecuteResult:
-        """Run ``code`` in the kernel and wait for it; stream its output while it runs.
-
-        ``on_output(stream, text)`` gets stdout/stderr text as it arrives, and the
-        ``text/plain`` of displayed objects as "stdout" unless ``on_display(bundle)`` is
-        given. It is called in *this* thread, so inside a cell it writes to that cell.
-        The value and any exception come back in the :class:`ExecuteResult` (not through
-        ``on_output``). Raises :class:`NodeKernelTimeout` after ``timeout`` seconds (the
-        code keeps running there: :meth:`interrupt` it) and :class:`NodeKernelDied` if the
-        kernel process ends meanwhile.
-        """
-        if not self.is_alive():
-            raise self._died("cannot run code")
-        with self._shell_lock:
-            content = {"code": code, "silent": silent, "store_history": store_history,
-                       "user_expressions": {}, "allow_stdin": False,
-                       # A failed "window line" must not abort the lines typed after it.
-                       "stop_on_error": False}
-            msg = self._kc.session.msg("execute_request", content)
-            msg_id = msg["header"]["msg_id"]
-            run = _Run()
-            with self._runs_lock:
-                self._runs[msg_id] = run  # before sending: the reply may beat us
-            try:
-                self._kc.shell_channel.send(msg)
-                deadline = time.monotonic() + timeout
-                result = ExecuteResult(status="ok", msg_id=msg_id)
-                self._collect(run, result, deadline, timeout, on_output, on_display)
-                reply = self._shell_reply(msg_id, deadline, timeout)
-            finally:
-                with self._runs_lock:
-                    self._runs.pop(msg_id, None)
-        reply_content = reply["content"]
-        result.status = reply_content.get("status", "error")
-        result.execution_count = reply_content.get("execution_count")
-        if result.status == "error" and result.ename is None:
-            result.ename = reply_content.get("ename")
-            result.evalue = reply_content.get("evalue")
-            result.traceback = list(reply_content.get("traceback") or [])
-        return result
-
-    def _collect(self, run: _Run, result: ExecuteResult, deadline: float, timeout: float,
-                 on_output: OutputCallback | None,
-                 on_display: Callable[[dict[str, Any]], None] | None) -> None:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._timed_out(timeout)
-            try:
-                item = run.queue.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                if not self.is_alive():
-                    raise self._died("died while running code") from None
-                continue
-            if item is _Run.IDLE:
-                return
-            kind, content = item["msg_type"], item["content"]
-            if kind == "stream":
-                result.outputs.append({"output_type": "stream", "name": content["name"],
-                                       "text": content["text"]})
-                if on_output is not None:
-                    on_output(content["name"], content["text"])
-            elif kind in ("display_data", "update_display_data"):
-                result.outputs.append({"output_type": "display_data", "data": content["data"],
-                                       "metadata": content.get("metadata", {})})
-                if on_display is not None:
-                    on_display(content["data"])
-                elif on_output is not None:
-                    text = _text_of(content["data"])
-                    on_output("stdout", text if text.endswith("\n") else text + "\n")
-            elif kind == "execute_result":
-                result.outputs.append({"output_type": "execute_result",
-                                       "data": content["data"],
-                                       "metadata": content.get("metadata", {}),
-                                       "execution_count": content.get("execution_count")})
-                result.result_data = content["data"]
-                result.result_text = _text_of(content["data"])
-            elif kind == "error":
-                result.outputs.append({"output_type": "error", "ename": content["ename"],
-                                       "evalue": content["evalue"],
-                                       "traceback": content["traceback"]})
-                result.ename, result.evalue = content["ename"], content["evalue"]
-                result.traceback = list(content["traceback"])
-
-    def _shell_reply(self, msg_id: str, deadline: float, timeout: float) -> dict[str, Any]:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._timed_out(timeout)
-            try:
-                reply = self._kc.shell_channel.get_msg(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                if not self.is_alive():
-                    raise self._died("died while running code") from None
-                continue
-            if (reply.get("parent_header") or {}).get("msg_id") == msg_id:
-                return reply
-            # A reply to an execute that timed out earlier: nobody waits for it any more.
-
-    def _timed_out(self, timeout: float) -> NodeKernelTimeout:
-        return NodeKernelTimeout(
-            f"{self.label} did not finish within {timeout:g} s. The code is still running "
-            f"there: interrupt it (kernel.interrupt()), give it a longer timeout, or stop the "
-            f"kernel (kernel.shutdown()). What it prints later is passed to kernel.watch().")
-
     def _died(self, doing: str) -> NodeKernelDied:
         if self._closed:
             return NodeKernelDied(f"the kernel of {self.label} {doing}: it was shut down. "
@@ -713,9 +423,7 @@ class NodeKernel:
             return
         self._closed = True
         _unregister(self)
-        self._stopping.set()
-        if self._reader is not None and self._reader is not threading.current_thread():
-            self._reader.join(1.0)
+        self._stop_reader()
         try:
             self._km.shutdown_wait_time = max(timeout, 0.2)
             self._km.shutdown_kernel(now=False)
@@ -749,20 +457,6 @@ class NodeKernel:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
-
-
-def _as_text(msg: dict[str, Any]) -> tuple[str, str] | None:
-    """(stream, text) of an output message; None for status and other bookkeeping."""
-    kind, content = msg.get("msg_type"), msg.get("content") or {}
-    if kind == "stream":
-        return content.get("name", "stdout"), content.get("text", "")
-    if kind in ("display_data", "update_display_data", "execute_result"):
-        text = _text_of(content.get("data") or {})
-        return "stdout", text if text.endswith("\n") else text + "\n"
-    if kind == "error":
-        trace = content.get("traceback") or [f"{content.get('ename')}: {content.get('evalue')}"]
-        return "stderr", strip_ansi("\n".join(trace)) + "\n"
-    return None
 
 
 # --- starting one --------------------------------------------------------------------------
