@@ -12,6 +12,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,26 +27,7 @@ GONE_DEADLINE = 15.0
 LOAD = 'get_ipython().extension_manager.load_extension("nodelab")'
 
 
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
-
-
-def wait_gone(pid: int, deadline: float = GONE_DEADLINE) -> float:
-    start = time.monotonic()
-    while alive(pid):
-        if time.monotonic() - start > deadline:
-            pytest.fail(f"process {pid} ({Path(f'/proc/{pid}/cmdline').read_bytes()[:60]!r}) "
-                        f"still runs {deadline} s later")
-        time.sleep(0.05)
-    return time.monotonic() - start
-
-
-def beam_pids() -> set[int]:
+def beam_pids(alive: Callable[[int], bool]) -> set[int]:
     """``beam.smp`` processes of this test run."""
     tag = f"NODELAB_TEST_RUN={os.environ.get('NODELAB_TEST_RUN', '')}".encode()
     found = set()
@@ -287,9 +269,9 @@ def test_bad_input_gets_one_line(notebook) -> None:
         assert cell["stderr"].count("\n") == 1 and cell["error"] == ""
 
 
-def test_stop_ends_the_beam(notebook) -> None:
+def test_stop_ends_the_beam(notebook, wait_gone) -> None:
     assert notebook["stop"]["stdout"] == "stopped kate@localhost\n"
-    wait_gone(notebook["kate_pid"])
+    wait_gone(notebook["kate_pid"], GONE_DEADLINE)
     assert notebook["stopped_cell"]["stderr"].startswith(
         "NodelabError: kate@localhost is not running from this notebook")
 
@@ -303,15 +285,15 @@ def test_without_elixir_one_line_says_how_to_install_it(notebook) -> None:
     assert notebook["lives"]["stdout"].startswith("this node:  alex@localhost")
 
 
-def test_kernel_shutdown_stops_its_beam_nodes(notebook) -> None:
+def test_kernel_shutdown_stops_its_beam_nodes(notebook, alive, wait_gone) -> None:
     kernel, pid = notebook["kernel"], notebook["moebi_pid"]
     assert alive(pid)
     kernel.shutdown()
-    wait_gone(pid)
+    wait_gone(pid, GONE_DEADLINE)
 
 
-def test_a_killed_kernel_takes_its_beam_node_along() -> None:
-    before = beam_pids()
+def test_a_killed_kernel_takes_its_beam_node_along(alive, wait_gone) -> None:
+    before = beam_pids(alive)
     kernel = Kernel()
     try:
         shown = kernel.run("%node start kate2 --elixir --cookie secret_token")
@@ -323,5 +305,5 @@ def test_a_killed_kernel_takes_its_beam_node_along() -> None:
         kernel.kill()
         raise
     kernel.kill()
-    wait_gone(pid)
-    assert beam_pids() <= before
+    wait_gone(pid, GONE_DEADLINE)
+    assert beam_pids(alive) <= before

@@ -35,25 +35,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DEATH_DEADLINE = 4.0
 
 
-def alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie counts as gone), from /proc alone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
-
-
-def wait_gone(pid: int, deadline: float = DEATH_DEADLINE) -> float:
-    """Seconds until ``pid`` is gone; fails the test after ``deadline``."""
-    start = time.monotonic()
-    while alive(pid):
-        if time.monotonic() - start > deadline:
-            pytest.fail(f"process {pid} still runs {deadline} s later")
-        time.sleep(0.05)
-    return time.monotonic() - start
-
-
 def wait_for(predicate, timeout: float = 5.0, what: str = "condition"):
     start = time.monotonic()
     while not (value := predicate()):
@@ -64,13 +45,13 @@ def wait_for(predicate, timeout: float = 5.0, what: str = "condition"):
 
 
 @pytest.fixture(scope="module")
-def kate():
+def kate(wait_gone):
     kernel = start_node_kernel("kate@localhost", kernel_name="", env={"NODELAB_TEST_VAR": "42"},
                                startup_code="greeting = 'hello from kate'")
     yield kernel
     pid = kernel.os_pid
     kernel.shutdown()
-    wait_gone(pid)
+    wait_gone(pid, DEATH_DEADLINE)
 
 
 def test_execute_streams_output_and_returns_the_value(kate) -> None:
@@ -172,7 +153,7 @@ def test_timeout_then_interrupt(kate) -> None:
         kate.watch(None)
 
 
-def test_start_sweeps_stale_files_and_shutdown_cleans_up() -> None:
+def test_start_sweeps_stale_files_and_shutdown_cleans_up(wait_gone) -> None:
     stale = run_dir() / "ghost@localhost-999999999-00000000.json"
     stale.write_text("{}")
     kernel = start_node_kernel("bob", kernel_name="")
@@ -183,7 +164,7 @@ def test_start_sweeps_stale_files_and_shutdown_cleans_up() -> None:
         assert kernel.execute("1 + 1", timeout=10).result_text == "2"
     assert not kernel.is_alive() and kernel not in running_kernels()
     assert not connection.exists()
-    wait_gone(pid)
+    wait_gone(pid, DEATH_DEADLINE)
     kernel.shutdown()  # twice is fine
 
 
@@ -216,7 +197,7 @@ def _start_parent(count: int, then: str) -> tuple[subprocess.Popen, list[tuple[i
     return parent, [(pid, Path(path)) for pid, path in json.loads(line)]
 
 
-def test_kernel_exits_when_its_parent_is_killed_with_sigkill() -> None:
+def test_kernel_exits_when_its_parent_is_killed_with_sigkill(alive, wait_gone) -> None:
     """No clean-up code can run in the parent: ipykernel's parent poller is the backstop."""
     parent, kernels = _start_parent(1, "wait")
     try:
@@ -224,8 +205,7 @@ def test_kernel_exits_when_its_parent_is_killed_with_sigkill() -> None:
         assert alive(pid)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(5)
-        took = wait_gone(pid)
-        assert took < DEATH_DEADLINE
+        wait_gone(pid, DEATH_DEADLINE)
     finally:
         parent.kill()
         parent.communicate(timeout=5)
@@ -234,7 +214,7 @@ def test_kernel_exits_when_its_parent_is_killed_with_sigkill() -> None:
     assert not connection.exists()
 
 
-def test_kernels_stop_when_their_parent_exits_normally() -> None:
+def test_kernels_stop_when_their_parent_exits_normally(wait_gone) -> None:
     """atexit shuts every node kernel down: their connection files go too (the poller would not)."""
     parent, kernels = _start_parent(2, "exit")
     parent.communicate(timeout=20)
@@ -243,7 +223,7 @@ def test_kernels_stop_when_their_parent_exits_normally() -> None:
         assert not connection.exists()
 
 
-def test_kernels_stop_when_the_parent_kernel_is_shut_down() -> None:
+def test_kernels_stop_when_the_parent_kernel_is_shut_down(alive, wait_gone) -> None:
     """A notebook kernel that started kate: shutting it down (JupyterLab's shutdown/restart)
     stops kate through the do_shutdown hook, before the parent exits."""
     parent = start_node_kernel("notebook", kernel_name="")
@@ -260,7 +240,7 @@ def test_kernels_stop_when_the_parent_kernel_is_shut_down() -> None:
         assert answer == "42" and alive(child_pid)
     finally:
         parent.shutdown()
-    wait_gone(parent_pid)
+    wait_gone(parent_pid, DEATH_DEADLINE)
     wait_gone(child_pid, 1.0)
     assert not Path(connection).exists()
 
