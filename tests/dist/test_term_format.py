@@ -752,3 +752,72 @@ def test_what_only_the_beam_makes_comes_back_unchanged(beam: Beam) -> None:
                                             list(b"charlist"), "bin")
     assert decode(beam.echo(encode(made))) == made
     assert beam.echo(encode(made)) == encode(made)
+
+
+# --- frames of a BEAM link, read in batches -----------------------------------------------
+
+def _beam_link_pair(**options):
+    import socket as socket_module
+
+    from nodelab.dist import beam_link as bl
+    from nodelab.dist import erlang_handshake as eh
+
+    a, b = socket_module.socketpair()
+    peer = eh.HandshakeResult("kate@localhost", eh.DEFAULT_FLAGS, 3, eh.DEFAULT_FLAGS,
+                              initiator=True)
+    events: list = []
+    downs: list[str] = []
+    arrived = threading.Condition()
+
+    def on_event(event) -> None:
+        with arrived:
+            events.append(event)
+            arrived.notify_all()
+
+    def on_down(reason: str) -> None:
+        with arrived:
+            downs.append(reason)
+            arrived.notify_all()
+
+    link = bl.BeamLink(a, peer, "py@localhost", 2, on_event=on_event, on_down=on_down,
+                       **options).start()
+    return link, b, events, downs, arrived
+
+
+def test_beam_frames_split_and_batched_arrive_whole_and_in_order() -> None:
+    """Many frames in one write, a frame cut at every byte, and ticks between them: the
+    link's reader takes what each recv gives and hands over every event once, in order."""
+    from nodelab.dist import beam_link as bl
+    from nodelab.runtime.pids import Pid
+
+    link, b, events, downs, arrived = _beam_link_pair()
+    try:
+        kate, me = Pid("kate@localhost", 5, 3), Pid("py@localhost", 7, 2)
+        sent = [bl.Send(me, (Atom("m"), i, "x" * (i * 37 % 300)), kate) for i in range(200)]
+        frames = [bl.encode_frame(event) for event in sent]
+        b.sendall(b"".join(frames[:100]))  # a batch: many frames per recv
+        cut = bl.TICK.join(frames[100:103])  # ticks between frames
+        for i in range(len(cut)):  # then one byte per write
+            b.sendall(cut[i : i + 1])
+        big = bl.Send(me, "y" * 300_000, kate)  # larger than one recv
+        b.sendall(b"".join(frames[103:]) + bl.encode_frame(big))
+        with arrived:
+            assert arrived.wait_for(lambda: len(events) == 201, timeout=30), len(events)
+        assert events == sent + [big]
+        assert downs == []
+    finally:
+        link.close()
+        b.close()
+
+
+def test_a_beam_frame_claiming_too_many_bytes_closes_before_they_arrive() -> None:
+    link, b, events, downs, arrived = _beam_link_pair(max_frame=1000)
+    try:
+        b.sendall(b"\x00\x00")  # half a length, then the rest: no body ever follows
+        b.sendall(struct.pack("!I", 1001)[2:] + b"p")
+        with arrived:
+            assert arrived.wait_for(lambda: downs, timeout=30)
+        assert downs == ["protocol_error"] and events == []
+    finally:
+        link.close()
+        b.close()
