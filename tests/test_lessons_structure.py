@@ -292,6 +292,9 @@ def _sanitize(text: str) -> str:
     ("\x1b[1m\x1b[31m/work/main/nodelab/otp/server.py\x1b[0m:121: CallNoConnection",
      "\x1b[1m\x1b[31m/check/work/main/nodelab/otp/server.py\x1b[0m:130: CallNoConnection"),
     ("round trip 4.7 ms", "round trip 13 ms"),
+    ("Finished in 0.02 seconds (0.01s async, 0.00s sync)",
+     "Finished in 1.5 seconds (0.00s async, 1.50s sync)"),
+    ("Randomized with seed 540645", "Randomized with seed 0"),
 ])
 def test_sanitizer_masks_what_varies(varying: tuple[str, str]) -> None:
     first, second = varying
@@ -304,6 +307,8 @@ def test_sanitizer_masks_what_varies(varying: tuple[str, str]) -> None:
     "Excluding tags: [distributed: true]", "1 failed", "1 deselected",
     "('nodedown', 'kate@localhost')",
     "'noconnection'", "True", "False", "'ok'", "'Chat.TaskSupervisor'",
+    "1 test, 1 failure", "1 test, 0 failures, 1 excluded", "All tests have been excluded.",
+    "[kate@localhost] nil", "test/chat_test.exs:7",
 ])
 def test_sanitizer_keeps_what_lessons_teach(taught: str) -> None:
     assert _sanitize(taught) == taught
