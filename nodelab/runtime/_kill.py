@@ -148,8 +148,9 @@ def wait_lock(lock: threading.Lock, proc: LocalProcess | None = None) -> None:
 def started(proc: LocalProcess) -> None:
     """Called by a process in its own thread when it starts running: from now on a kill may
     interrupt this thread (and only this one)."""
-    with proc.kill_lock:
-        proc.ident = threading.get_ident()
+    # One store, no lock: the reaper, under the lock, reads either None (and waits for a
+    # later round) or this thread, which is the right one either way.
+    proc.ident = threading.get_ident()
 
 
 def begin_exit(proc: LocalProcess) -> None:
@@ -165,8 +166,9 @@ def begin_exit(proc: LocalProcess) -> None:
 
 def end(proc: LocalProcess) -> None:
     """The process has ended: its thread is no longer its own."""
-    with proc.kill_lock:
-        proc.ident = None
+    # No lock needed: begin_exit() came first, and after it the reaper never injects
+    # (it sees ``exiting`` under the lock), whatever ``ident`` says.
+    proc.ident = None
 
 
 def exit_reason(proc: LocalProcess, stop: ProcessExit) -> Any:

@@ -32,7 +32,7 @@ class LocalProcess:
 
     __slots__ = (
         "pid", "mailbox", "links", "watchers", "watching", "trap_exit", "group_leader",
-        "name", "status", "is_shell", "reason", "lock", "dictionary",
+        "name", "status", "is_shell", "reason", "dictionary",
         # the kill machinery (see _kill.py)
         "pending_exit", "mask", "ident", "exiting", "injected", "kill_lock", "reaping",
     )
@@ -49,7 +49,6 @@ class LocalProcess:
         self.status = "running"  # -> "exiting" -> "exited"
         self.is_shell = is_shell
         self.reason: Any = None
-        self.lock = threading.Lock()
         self.dictionary: dict[Any, Any] = {}
         self.pending_exit: tuple[Any, Any] | None = None  # (reason, sender) of a kill
         self.mask = 0  # > 0 while the process runs nodelab code that must not be interrupted

@@ -114,7 +114,6 @@ def _finish(proc: LocalProcess, reason: Any, crash: Crash | None) -> None:
             hook(proc.pid, proc.group_leader)
         except Exception:  # noqa: BLE001 - a broken hook must not keep a process alive
             pass
-    with proc.lock:
-        proc.status = "exiting"
+    proc.status = "exiting"
     terminate(proc, reason)
     _kill.end(proc)

@@ -125,17 +125,29 @@ def terminate(proc: LocalProcess, reason: Any) -> None:
             del runtime.registry[proc.name]
         # Copied, not iterated: other threads (a nodedown walk, a remote DOWN) change these
         # without the runtime lock, and iterating a dict that changes raises; a copy is one
-        # C call. What they add after the clear is gone with the process.
-        links, watchers, watching = proc.links.copy(), proc.watchers.copy(), proc.watching.copy()
-        proc.links.clear()
-        proc.watchers.clear()
-        proc.watching.clear()
-        for ref in [r for r, (p, _) in runtime.node_watchers.items() if p == proc.pid]:
-            del runtime.node_watchers[ref]
-    for other in links:
-        signal_exit(proc.pid, other, reason, linked=True)
-    for ref, watcher in watchers.items():
-        notify_down(watcher, ref, proc.pid, reason)
+        # C call. What they add after the clear (or after the emptiness check, for the
+        # empty ones most processes end with) is gone with the process.
+        links = watchers = watching = None
+        if proc.links:
+            links = proc.links.copy()
+            proc.links.clear()
+        if proc.watchers:
+            watchers = proc.watchers.copy()
+            proc.watchers.clear()
+        if proc.watching:
+            watching = proc.watching.copy()
+            proc.watching.clear()
+        if runtime.node_watchers:
+            for ref in [r for r, (p, _) in runtime.node_watchers.items() if p == proc.pid]:
+                del runtime.node_watchers[ref]
+    if links:
+        for other in links:
+            signal_exit(proc.pid, other, reason, linked=True)
+    if watchers:
+        for ref, watcher in watchers.items():
+            notify_down(watcher, ref, proc.pid, reason)
+    if not watching:
+        return
     for ref, target in watching.items():
         if isinstance(target, Pid) and not target.is_local:
             control(target.node, ("demonitor", proc.pid, target, ref), connect=False)

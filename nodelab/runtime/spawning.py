@@ -7,7 +7,7 @@ from typing import Any
 
 from nodelab.errors import NodelabError
 from nodelab.runtime import _kill
-from nodelab.runtime._table import LocalProcess, current, lookup, runtime
+from nodelab.runtime._table import LocalProcess, current, current_or_none, lookup, runtime
 from nodelab.runtime._workers import workers
 from nodelab.runtime.exits import NOPROC, deliver_exit, terminate
 from nodelab.runtime.pids import Pid, Ref, make_ref
@@ -15,21 +15,21 @@ from nodelab.runtime.pids import Pid, Ref, make_ref
 
 def spawn(fn: Callable[..., Any], *args: Any) -> Pid:
     """Start a process on this node that runs ``fn(*args)``; return its PID at once."""
-    return start_process(fn, args, group_leader=current().group_leader)
+    me = current()
+    return _spawn(me, fn, args, me.group_leader, None, None, None)
 
 
 def spawn_link(fn: Callable[..., Any], *args: Any) -> Pid:
     """Like :func:`spawn`, and link the new process to the caller in the same step."""
-    caller = current()
-    return start_process(fn, args, group_leader=caller.group_leader, link_to=caller.pid)
+    me = current()
+    return _spawn(me, fn, args, me.group_leader, me.pid, None, None)
 
 
 def spawn_monitor(fn: Callable[..., Any], *args: Any) -> tuple[Pid, Ref]:
     """Like :func:`spawn`, and monitor the new process; return ``(pid, ref)``."""
-    caller = current()
+    me = current()
     ref = make_ref()
-    pid = start_process(fn, args, group_leader=caller.group_leader, monitored_by=(caller.pid, ref))
-    return pid, ref
+    return _spawn(me, fn, args, me.group_leader, None, (me.pid, ref), None), ref
 
 
 def start_process(fn: Callable[..., Any], args: Iterable[Any] = (), *,
@@ -38,10 +38,20 @@ def start_process(fn: Callable[..., Any], args: Iterable[Any] = (), *,
                   name: str | None = None) -> Pid:
     """Start a process; the table insert and the hand-off to a worker are one masked step,
     so a spawner killed meanwhile never leaves a child that is listed but never runs."""
-    _kill.check()
-    token = _kill.enter()
+    return _spawn(current_or_none(), fn, tuple(args), group_leader, link_to, monitored_by,
+                  name)
+
+
+def _spawn(me: LocalProcess | None, fn: Callable[..., Any], args: tuple,
+           group_leader: Pid | None, link_to: Pid | None,
+           monitored_by: tuple[Pid, Ref] | None, name: str | None) -> Pid:
+    # The caller's process (None for a plain thread, such as a connection's reader) is read
+    # once by the public functions: a checkpoint, then the masked start.
+    if me is not None:
+        _kill.check(me)
+    token = _kill.enter(me) if me is not None else None
     try:
-        return _start(fn, tuple(args), group_leader, link_to, monitored_by, name)
+        return _start(fn, args, group_leader, link_to, monitored_by, name)
     finally:
         _kill.leave(token)
 
