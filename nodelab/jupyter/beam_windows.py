@@ -20,6 +20,15 @@ frames of the cell's own code). Everything else the node prints — a process sp
 cell that prints later, Logger — is kept and shown, labelled, at the start of the next
 ``%%node kate`` cell, as for nodelab windows (:mod:`nodelab.jupyter.windows`).
 
+Where the cell's output goes: when the notebook is a named node with kate's cookie, each
+cell is evaluated with the *notebook node's* group leader for the window (one nodelab group
+leader process, reached by kate over Erlang distribution, as a process spawned from iex
+prints on its caller's node); kate's shell prints through a small forwarder on kate that
+formats the text as the BEAM does and waits for the notebook's answer, so a cell's prints
+still come before its value. Otherwise (the notebook is not a node, or has another cookie)
+the output comes through kate's stdout. Either way it is shown the same:
+``[kate@localhost] ...``.
+
 Life: the node ends when its stdin closes — ``%node stop kate``, the kernel's shutdown or
 exit, and also the kernel's death by SIGKILL, because then the operating system closes
 the pipe. It has a session of its own, so an interrupt of the notebook (SIGINT to the
@@ -45,6 +54,7 @@ import time
 from collections import deque
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ..errors import NodelabError
 
@@ -167,6 +177,7 @@ class BeamWindow:
         self._threads: list[threading.Thread] = []
         self._run_lock = threading.Lock()
         self._closed = False
+        self._leader: Any = None  # this notebook node's group leader for the window
         from .windows import Labeller
 
         self._labeller = Labeller(node)
@@ -234,6 +245,13 @@ class BeamWindow:
     def close_input(self) -> None:
         """Ask the node to stop without waiting (see :func:`stop_windows`)."""
         self._closed = True
+        leader, self._leader = self._leader, None
+        if leader is not None:
+            from nodelab.runtime import processes as P
+            from nodelab.runtime.group_leader import stop_group_leader
+
+            if P.is_alive(leader):
+                stop_group_leader(leader)
         if self.proc is not None and self.proc.stdin is not None and not self.proc.stdin.closed:
             try:
                 self.proc.stdin.close()
@@ -266,8 +284,11 @@ class BeamWindow:
             if not cell.strip():  # an empty line in iex: a new prompt, no value
                 return
             request = str(next(self._ids))
-            line = f"eval {request} {base64.b64encode(cell.encode()).decode()}\n"
-            self._send(line)
+            line = f"eval {request} {base64.b64encode(cell.encode()).decode()}"
+            leader = self._cell_leader()
+            if leader is not None:
+                line += " " + base64.b64encode(leader).decode()
+            self._send(line + "\n")
             try:
                 answer = self._wait_answer(request, time.monotonic() + CELL_TIMEOUT, None)
             except KeyboardInterrupt:
@@ -286,6 +307,32 @@ class BeamWindow:
                 self._labeller.write("stderr", text + "\n")
             sys.stdout.flush()
             sys.stderr.flush()
+
+    def _cell_leader(self) -> bytes | None:
+        """The window's group leader on this notebook node, as ``term_to_binary`` bytes for
+        the eval line; None when kate could not reach it (the notebook is not a named node,
+        or uses another cookie with kate: a refused dial would log on both sides)."""
+        from nodelab.dist import term_format
+        from nodelab.runtime import processes as P
+        from nodelab.runtime.group_leader import start_group_leader
+        from nodelab.runtime.pids import local_node
+
+        dist = P.current_transport()
+        cookie_for = getattr(dist, "cookie_for", None)
+        if cookie_for is None or cookie_for(self.node) != self.cookie:
+            return None
+        leader = self._leader
+        if leader is None or leader.node != local_node() or not P.is_alive(leader):
+            # (Re)made when the notebook node started, or started again under another name.
+            leader = self._leader = start_group_leader(self._leader_writes)
+        return term_format.encode(leader)
+
+    def _leader_writes(self, stream: str, text: str) -> None:
+        # In the group leader's thread: the text joins what the pipes bring, in arrival
+        # order, and the running cell (or the next look) shows it, labelled.
+        with self._changed:
+            self._text(stream, text)
+            self._changed.notify_all()
 
     def _interrupt(self, request: str, why: str) -> tuple[str, list[str]]:
         self._labeller.write("stderr", f"the cell {why}: its shell process is killed\n")

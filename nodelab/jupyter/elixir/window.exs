@@ -4,7 +4,9 @@
 # `-S mix run --no-halt` in a mix project). The notebook kernel types cells into the node
 # through its stdin and reads the answers on its stdout:
 #
-#   stdin   "eval ID BASE64(code)"      evaluate a cell, like lines typed into iex
+#   stdin   "eval ID BASE64(code) [BASE64(term_to_binary(leader))]"
+#                                        evaluate a cell, like lines typed into iex; with a
+#                                        leader, the cell's output goes to that group leader
 #           "interrupt ID"              kill the shell process if it still runs cell ID
 #           end of input                the notebook kernel is gone: halt the node
 #   stdout  "\x02TOKEN ID STATUS B64..." STATUS: ready | ok (inspect of the value) |
@@ -12,23 +14,28 @@
 #   stderr  "\x02TOKEN ID sync"         written just before the stdout answer, so the
 #                                        notebook knows it has read every warning of the cell
 #
-# Everything else the node prints (IO.puts of the cell or of processes it spawned, Logger)
-# is plain text on stdout/stderr: the notebook labels it `[kate@localhost] ...`. TOKEN comes
-# from the environment (NODELAB_WINDOW_TOKEN), so no printed text can fake an answer.
+# The cell's output (IO.puts of the cell and of processes it spawned, which inherit its
+# group leader) goes to the cell's group leader: when the notebook is a named node, a group
+# leader *on the notebook node*, reached over Erlang distribution (the leader of the eval
+# line); otherwise, and if that leader cannot be reached, the node's stdout. Everything else
+# the node prints (Logger, :stderr) is plain text on stdout/stderr. The notebook labels all
+# of it `[kate@localhost] ...`. TOKEN comes from the environment (NODELAB_WINDOW_TOKEN), so
+# no printed text can fake an answer.
 #
 # Like iex, one shell process evaluates the cells one after the other and keeps its
 # variables, aliases, imports and mailbox between them (IEx.Helpers is imported: flush(),
 # h(), i()...); an exit signal that kills it is reported as iex does and a fresh one (with
-# no variables) takes its place. Its group leader forwards output to the node's stdout and
-# answers input requests with {:error, :enotsup}: a cell must never read the notebook's
-# requests.
+# no variables) takes its place. Its group leader, on this node, formats the output as the
+# BEAM does (:io.format's directives included) and forwards the text to the cell's group
+# leader, waiting for its answer, so a cell's prints are shown before its value; it answers
+# input requests with {:error, :enotsup}: a cell must never read the notebook's requests.
 
 defmodule NodelabWindow do
   @moduledoc false
 
   def main do
     token = System.fetch_env!("NODELAB_WINDOW_TOKEN")
-    proxy = spawn(&proxy/0)
+    proxy = spawn(fn -> proxy(nil) end)
     manager = spawn(fn -> manage(token, proxy) end)
     spawn(fn -> read(manager) end)
     :ok
@@ -39,8 +46,9 @@ defmodule NodelabWindow do
   defp read(manager) do
     case IO.gets(:user, "") do
       line when is_binary(line) ->
-        case String.split(String.trim_trailing(line), " ", parts: 3) do
-          ["eval", id, code] -> send(manager, {:eval, id, Base.decode64!(code)})
+        case String.split(String.trim_trailing(line), " ") do
+          ["eval", id, code] -> send(manager, {:eval, id, Base.decode64!(code), nil})
+          ["eval", id, code, leader] -> send(manager, {:eval, id, Base.decode64!(code), leader})
           ["interrupt", id] -> send(manager, {:interrupt, id})
           _ -> :ignored
         end
@@ -65,8 +73,8 @@ defmodule NodelabWindow do
 
   defp manage(token, proxy, {shell, ref} = current, busy, waiting) do
     receive do
-      {:eval, id, code} ->
-        next(token, proxy, current, busy, :queue.in({id, code}, waiting))
+      {:eval, id, code, leader} ->
+        next(token, proxy, current, busy, :queue.in({id, code, leader}, waiting))
 
       {:done, id} when id == busy ->
         next(token, proxy, current, nil, waiting)
@@ -91,7 +99,8 @@ defmodule NodelabWindow do
 
   defp next(token, proxy, {shell, _} = current, nil, waiting) do
     case :queue.out(waiting) do
-      {{:value, {id, code}}, waiting} ->
+      {{:value, {id, code, leader}}, waiting} ->
+        send(proxy, {:forward_to, cell_leader(leader)})
         send(shell, {:eval, self(), id, code})
         manage(token, proxy, current, id, waiting)
 
@@ -102,6 +111,19 @@ defmodule NodelabWindow do
 
   defp next(token, proxy, current, busy, waiting),
     do: manage(token, proxy, current, busy, waiting)
+
+  # The notebook's group leader for this cell, if it is there to be reached: the node
+  # dials the notebook node (same cookie) before the cell runs, not in its first print.
+  defp cell_leader(nil), do: nil
+
+  defp cell_leader(encoded) do
+    # Not [:safe]: the pid names the notebook node, an atom this node may not have yet;
+    # only the kernel that started this node writes on its stdin.
+    leader = :erlang.binary_to_term(Base.decode64!(encoded))
+    if is_pid(leader) and Node.connect(node(leader)) == true, do: leader, else: nil
+  rescue
+    _ -> nil
+  end
 
   # --- the shell process ----------------------------------------------------------------
 
@@ -180,38 +202,76 @@ defmodule NodelabWindow do
 
   defp sync(token, id), do: :io.put_chars(:standard_error, [2, token, " ", id, " sync\n"])
 
-  # --- the shell's group leader: output to the node's stdout, no input ------------------
+  # --- the shell's group leader: output to the cell's group leader, no input ------------
 
-  defp proxy do
+  # `leader`: the notebook's group leader of the running cell (nil: the node's stdout). The
+  # manager sets it before each cell; processes spawned by earlier cells print through it
+  # too, and the notebook keeps what comes between cells for its next look.
+  defp proxy(leader) do
     receive do
       {:io_request, from, reply_as, request} ->
-        send(from, {:io_reply, reply_as, io(request)})
+        send(from, {:io_reply, reply_as, io(request, leader)})
+        proxy(leader)
+
+      {:forward_to, new_leader} ->
+        Process.put(:nodelab_cell_leader, new_leader)
+        proxy(new_leader)
 
       _other ->
-        :ok
+        proxy(leader)
     end
-
-    proxy()
   end
 
-  defp io({:put_chars, _, _} = request), do: :io.request(:user, request)
-  defp io({:put_chars, _, _, _, _} = request), do: :io.request(:user, request)
-  defp io({:put_chars, _} = request), do: :io.request(:user, request)
-  defp io({:put_chars, _, _, _} = request), do: :io.request(:user, request)
-  defp io({:setopts, _}), do: :ok
-  defp io(:getopts), do: :io.request(:user, :getopts)
-  defp io({:get_geometry, _}), do: {:error, :enotsup}
+  defp io({:put_chars, _, _} = request, leader), do: put(request, leader)
+  defp io({:put_chars, _, _, _, _} = request, leader), do: put(request, leader)
+  defp io({:put_chars, _} = request, leader), do: put(request, leader)
+  defp io({:put_chars, _, _, _} = request, leader), do: put(request, leader)
+  defp io({:setopts, _}, _leader), do: :ok
+  defp io(:getopts, _leader), do: :io.request(:user, :getopts)
+  defp io({:get_geometry, _}, _leader), do: {:error, :enotsup}
 
-  defp io({:requests, requests}) do
+  defp io({:requests, requests}, leader) do
     Enum.reduce_while(requests, :ok, fn request, _ ->
-      case io(request) do
+      case io(request, leader) do
         {:error, _} = error -> {:halt, error}
         other -> {:cont, other}
       end
     end)
   end
 
-  defp io(_input), do: {:error, :enotsup}
+  defp io(_input, _leader), do: {:error, :enotsup}
+
+  defp put(request, nil), do: :io.request(:user, request)
+
+  # The text is made here, as this node's io server would make it (io_lib:format and its
+  # directives are the BEAM's), and goes to the leader as plain unicode text. If the text
+  # cannot be made, or the leader is gone, the node's own io server gets the request: the
+  # output is not lost, and an error is the one iex would give.
+  defp put(request, leader) do
+    with {:ok, text} <- text(request),
+         :ok <- :io.request(leader, {:put_chars, :unicode, text}) do
+      :ok
+    else
+      _ -> :io.request(:user, request)
+    end
+  end
+
+  defp text(request) do
+    {chars, encoding} =
+      case request do
+        {:put_chars, encoding, chars} -> {chars, encoding}
+        {:put_chars, encoding, m, f, a} -> {apply(m, f, a), encoding}
+        {:put_chars, chars} -> {chars, :latin1}
+        {:put_chars, m, f, a} -> {apply(m, f, a), :latin1}
+      end
+
+    case :unicode.characters_to_binary(chars, encoding, :unicode) do
+      text when is_binary(text) -> {:ok, text}
+      _incomplete_or_error -> :error
+    end
+  catch
+    _kind, _reason -> :error
+  end
 end
 
 NodelabWindow.main()
