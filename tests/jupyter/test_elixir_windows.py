@@ -104,6 +104,11 @@ def notebook(tmp_path_factory):
         cells["hi"] = kernel.run('%%node kate\nIO.puts "Hi, my name is Kate"\nname = "Kate"\n'
                                  'String.length(name) + 1')
         cells["kept"] = kernel.run("%%node kate\n{name, self() |> is_pid()}")
+        cells["leader"] = kernel.run(
+            "%%node kate\n{:dictionary, d} = Process.info(Process.group_leader(), :dictionary)"
+            "\nnode(d[:nodelab_cell_leader])")
+        cells["format"] = kernel.run('%%node kate\n:io.format("~p and ~s~n", [%{a: 1}, "text"])'
+                                     '\nIO.write("no newline")\n:done')
         cells["warning"] = kernel.run("%%node kate\nfn -> unused = 1 end |> is_function()")
         cells["pretty"] = kernel.run("%%node kate\nEnum.to_list(1..30)")
         cells["cookie"] = kernel.run("%%node kate\nNode.get_cookie() |> Atom.to_string()")
@@ -187,6 +192,18 @@ def test_a_cell_prints_labelled_lines_and_its_value_as_inspect(notebook) -> None
 
 def test_variables_carry_over_like_iex(notebook) -> None:
     assert notebook["kept"]["stdout"] == '[kate@localhost] {"Kate", true}\n'
+
+
+def test_the_cell_prints_through_the_notebook_nodes_group_leader(notebook) -> None:
+    # kate's shell prints through a forwarder on kate whose target is a group leader on
+    # alex, the notebook node: over Erlang distribution, as iex's spawned processes print
+    # on their caller's node. The BEAM formats the text (~p is Erlang's), and a line left
+    # open is ended before the value, as before.
+    assert notebook["leader"]["stdout"] == "[kate@localhost] :alex@localhost\n", notebook["leader"]
+    assert notebook["format"]["stdout"] == ("[kate@localhost] #{a => 1} and text\n"
+                                            "[kate@localhost] no newline\n"
+                                            "[kate@localhost] :done\n")
+    assert notebook["format"]["stderr"] == ""
 
 
 def test_warnings_values_and_the_cookie(notebook) -> None:
