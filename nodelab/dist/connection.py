@@ -29,6 +29,10 @@ log = logging.getLogger("nodelab")
 BURST_GAP = 50e-6
 #: A sender waits when this many bytes are queued for one peer.
 MAX_PENDING = 8 * 1024 * 1024
+#: A batch carries at most this many bytes of frames (a larger frame leaves on its own):
+#: enough for a thousand small messages, and never more than a node accepts in one frame.
+BATCH_BYTES = min(64 * 1024, frames.MAX_MESSAGE)
+_INNER_OVERHEAD = frames.INNER.size
 
 
 class Connection:
@@ -45,7 +49,7 @@ class Connection:
         self.send_seq = 0
         self.recv_seq = 0
         self.write_lock = threading.Lock()
-        self.pending: list[bytes] = []  # frames of a burst, waiting for the flusher
+        self.pending: list[tuple[int, bytes]] = []  # a burst's frames, waiting for the flusher
         self.pending_size = 0
         self.flushing = False
         self.alive = True
@@ -94,17 +98,19 @@ class Connection:
         # BURST_GAP and the tick interval, so stamping before it changes neither).
         if not self.alive:
             return False
-        frame = frames.encode(self.send_mac, self.send_seq, kind, body)
         now = time.monotonic()
         if self.pending or self.flushing or now - self.last_send < BURST_GAP:
-            self.pending.append(frame)
-            self.pending_size += len(frame)
-            self.send_seq += 1
+            # Part of a burst: the flusher sends it in a batch, under one sequence number
+            # and one MAC (taken then, in this same order: nothing is written directly
+            # while frames wait or the flusher writes).
+            self.pending.append((kind, body))
+            self.pending_size += len(body) + _INNER_OVERHEAD
             self.last_send = now
             if not self.flushing:
                 self.flushing = True
                 self.dist.flush_queue.put(self)
             return True
+        frame = frames.encode(self.send_mac, self.send_seq, kind, body)
         try:
             self.sock.sendall(frame)
         except OSError:
@@ -123,7 +129,8 @@ class Connection:
             time.sleep(0.0005)
 
     def flush_pending(self) -> None:
-        """Write the gathered frames (the flusher thread calls this)."""
+        """Write the gathered frames (the flusher thread calls this): as batches of at most
+        ``BATCH_BYTES`` each (a frame that is larger leaves alone), each with one MAC."""
         while True:
             with self.write_lock:
                 if not self.pending or not self.alive:
@@ -131,13 +138,36 @@ class Connection:
                     self.pending_size = 0
                     self.flushing = False
                     return
-                data = b"".join(self.pending)
-                self.pending.clear()
+                items = self.pending
+                self.pending = []
                 self.pending_size = 0
+                data = self._seal(items)
             try:
                 self.sock.sendall(data)
             except OSError:
                 self.alive = False
+
+    def _seal(self, items: list[tuple[int, bytes]]) -> bytes:
+        # Called with the write lock held: spends the sequence numbers, in order.
+        out = []
+        batch: list[tuple[int, bytes]] = []
+        batch_size = 0
+        for kind, body in items:
+            if batch and batch_size + len(body) + _INNER_OVERHEAD > BATCH_BYTES:
+                out.append(self._frame_of(batch))
+                batch, batch_size = [], 0
+            batch.append((kind, body))
+            batch_size += len(body) + _INNER_OVERHEAD
+        if batch:
+            out.append(self._frame_of(batch))
+        return b"".join(out)
+
+    def _frame_of(self, batch: list[tuple[int, bytes]]) -> bytes:
+        seq = self.send_seq
+        self.send_seq += 1
+        if len(batch) == 1:
+            return frames.encode(self.send_mac, seq, *batch[0])
+        return frames.encode_batch(self.send_mac, seq, batch)
 
     def close(self, reason: str) -> None:
         if self.alive:
@@ -158,6 +188,8 @@ class Connection:
         mac = frames.mac
         recv_mac = self.recv_mac
         dispatch = self.dist.dispatch
+        split = frames.split_batch
+        batch_kind = frames.BATCH
         start_of_body = 4 + 1 + frames.MAC_SIZE
         shortest = 1 + frames.MAC_SIZE
         limit = frames.MAX_MESSAGE + shortest
@@ -192,7 +224,11 @@ class Connection:
                         if mac(recv_mac, self.recv_seq, kind, body) != tag:
                             raise frames.FrameError("a frame whose MAC does not match")
                         self.recv_seq += 1
-                        dispatch(self, kind, body.tobytes())
+                        if kind == batch_kind:
+                            for inner_kind, inner_body in split(body.tobytes()):
+                                dispatch(self, inner_kind, inner_body)
+                        else:
+                            dispatch(self, kind, body.tobytes())
                 finally:
                     body.release()  # both views, before the buffer is resized below
                     view.release()

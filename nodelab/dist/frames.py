@@ -20,9 +20,15 @@ import struct
 
 DATA = 1  # body: a pickled control tuple (see distribution.py)
 TICK = 2  # body: empty; keeps a quiet connection alive
+#: body: several frames without their MACs, ``length u32 | kind u8 | body`` each, in order.
+#: A burst leaves as one batch: one sequence number and one MAC cover every frame in it, and
+#: the batch is checked as a whole before the first of its frames is looked at.
+BATCH = 5
 
 HEADER = struct.Struct("!IB16s")
 LENGTH = struct.Struct("!I")
+#: A frame inside a batch: its length (kind and body) and its kind.
+INNER = struct.Struct("!IB")
 MAC_SIZE = 16
 SEQ = struct.Struct("!Q")
 # What a MAC covers before the body: the sequence number and the kind, in one update.
@@ -56,3 +62,33 @@ def encode(state: hashlib.blake2b, seq: int, kind: int, body: bytes) -> bytes:
     h.update(_SEQ_KIND.pack(seq, kind))
     h.update(body)
     return HEADER.pack(1 + MAC_SIZE + len(body), kind, h.digest()) + body
+
+
+def encode_batch(state: hashlib.blake2b, seq: int, items: list[tuple[int, bytes]]) -> bytes:
+    """One :data:`BATCH` frame carrying ``items`` (``(kind, body)`` pairs, in order)."""
+    pack = INNER.pack
+    parts = []
+    for kind, body in items:
+        parts.append(pack(1 + len(body), kind))
+        parts.append(body)
+    return encode(state, seq, BATCH, b"".join(parts))
+
+
+def split_batch(body: bytes) -> list[tuple[int, bytes]]:
+    """The ``(kind, body)`` frames of a checked batch; FrameError when it is malformed."""
+    items = []
+    unpack = INNER.unpack_from
+    offset = 0
+    size = len(body)
+    while offset < size:
+        if size - offset < INNER.size:
+            raise FrameError("a batch that ends inside a frame's header")
+        length, kind = unpack(body, offset)
+        end = offset + 4 + length
+        if length < 1 or end > size:
+            raise FrameError(f"a frame of {length} bytes in a batch of {size}")
+        if kind == BATCH:
+            raise FrameError("a batch inside a batch")
+        items.append((kind, body[offset + INNER.size : end]))
+        offset = end
+    return items

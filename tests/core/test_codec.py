@@ -135,3 +135,110 @@ def test_what_cannot_be_pickled_fails_in_the_shipping_picklers_words() -> None:
 
     with pytest.raises(TypeError, match="lock"):
         shipment.dumps(("m", threading.Lock()))
+
+
+# --- frames: a burst leaves as MAC'd batches -------------------------------------------------
+
+class _Side:
+    """What a Connection asks of its node: a flusher queue, dispatch, connection_down."""
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self.flush_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.frames: list[tuple[int, bytes]] = []
+        self.down: list[str] = []
+        self.changed = threading.Condition()
+        self.flusher = threading.Thread(target=self._flush, daemon=True)
+        self.flusher.start()
+
+    def _flush(self) -> None:
+        while (conn := self.flush_queue.get()) is not None:
+            conn.flush_pending()
+
+    def dispatch(self, conn, kind: int, body: bytes) -> None:
+        with self.changed:
+            self.frames.append((kind, body))
+            self.changed.notify_all()
+
+    def connection_down(self, conn, reason: str) -> None:
+        with self.changed:
+            self.down.append(reason)
+            self.changed.notify_all()
+
+
+def _connected_pair(key_ab: bytes = b"a" * 32, key_ba: bytes = b"b" * 32):
+    import socket
+
+    from nodelab.dist.connection import Connection
+
+    a_sock, b_sock = socket.socketpair()
+    a_side, b_side = _Side(), _Side()
+    a = Connection(a_side, a_sock, "b@localhost", key_ab, key_ba, shipment.PYTHON_TAG)
+    b = Connection(b_side, b_sock, "a@localhost", key_ba, key_ab, shipment.PYTHON_TAG)
+    b.reader.start()
+    return a, a_side, b, b_side
+
+
+def _close(*pairs) -> None:
+    for conn, side in pairs:
+        conn.close("connection_closed")
+        conn.sock.close()
+        side.flush_queue.put(None)
+        side.flusher.join(5)
+
+
+def test_a_burst_arrives_whole_in_order_in_fewer_macd_frames() -> None:
+    from nodelab.dist import frames
+
+    a, a_side, b, b_side = _connected_pair()
+    try:
+        sent = [(frames.DATA, f"message {i}".encode() * (1 + i % 7)) for i in range(3000)]
+        sent.append((frames.DATA, b"z" * 100_000))  # larger than a batch: leaves on its own
+        sent += [(frames.TICK, b"")] * 5
+        for kind, body in sent:
+            assert a.send_frame(kind, body)
+        with b_side.changed:
+            assert b_side.changed.wait_for(lambda: len(b_side.frames) == len(sent), 30)
+        assert b_side.frames == sent and b_side.down == []
+        # Sent back to back, most went in batches: fewer sequence numbers than frames.
+        assert b.recv_seq == a.send_seq < len(sent)
+    finally:
+        _close((a, a_side), (b, b_side))
+        b.reader.join(5)
+
+
+def test_a_batch_is_checked_whole_before_any_of_its_frames_is_used() -> None:
+    from nodelab.dist import frames
+
+    a, a_side, b, b_side = _connected_pair()
+    try:
+        good = frames.encode_batch(a.send_mac, 0, [(frames.DATA, b"one"), (frames.DATA, b"two")])
+        a.sock.sendall(good)
+        with b_side.changed:
+            assert b_side.changed.wait_for(lambda: len(b_side.frames) == 2, 30)
+        # The same batch again (a replay), then one with a byte changed: nothing of either
+        # is dispatched, and the first bad one closes the connection.
+        tampered = bytearray(frames.encode_batch(a.send_mac, 1, [(frames.DATA, b"three"),
+                                                                 (frames.DATA, b"four")]))
+        tampered[-1] ^= 1
+        a.sock.sendall(good + bytes(tampered))
+        with b_side.changed:
+            assert b_side.changed.wait_for(lambda: b_side.down, 30)
+        assert b_side.down == ["bad_frame"]
+        assert b_side.frames == [(frames.DATA, b"one"), (frames.DATA, b"two")]
+    finally:
+        _close((a, a_side), (b, b_side))
+        b.reader.join(5)
+
+
+def test_a_malformed_batch_with_a_valid_mac_is_refused_whole() -> None:
+    from nodelab.dist import frames
+
+    with pytest.raises(frames.FrameError, match="batch"):
+        frames.split_batch(frames.INNER.pack(1, frames.DATA) + frames.INNER.pack(50, 1) + b"x")
+    inner = frames.INNER.pack(1, frames.BATCH)
+    with pytest.raises(frames.FrameError, match="batch inside a batch"):
+        frames.split_batch(inner)
+    assert frames.split_batch(b"") == []
