@@ -33,18 +33,25 @@ import socket
 import struct
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nodelab.dist import erlang_handshake as eh
 from nodelab.dist import frames, portmapper, shipment
 from nodelab.dist.names import NodeName, parse_node_name, resolve_host
 from nodelab.runtime import gen_server
 from nodelab.runtime import processes as P
 from nodelab.runtime.pids import Pid, Ref, make_ref
 
-from .beam_peer import BeamPeer
 from .connection import BURST_GAP, MAX_PENDING, Connection  # noqa: F401 - re-exported
 from .control import HANDLERS, register_handler  # noqa: F401 - register_handler re-exported
+
+if TYPE_CHECKING:
+    from nodelab.dist import erlang_handshake as eh
+    from nodelab.dist.beam_peer import BeamPeer
+
+# The handshake and the BEAM interop (erlang_handshake, beam_peer, beam_link, most of
+# term_format's use) are imported on the first connection, not with the node: a kernel
+# that is a node starts without them (~20 ms of imports, benchmarks/README.md), and a node
+# that only ever talks to nodelab peers never loads beam_peer or beam_link at all.
 
 log = logging.getLogger("nodelab")
 
@@ -219,6 +226,8 @@ class Distribution:
         return conn if conn is not None and conn.alive else None
 
     def _dial(self, target: NodeName, node: str) -> Connection | object | None:
+        from nodelab.dist import erlang_handshake as eh
+
         try:
             host_ip = resolve_host(target.host)
         except (OSError, ValueError):
@@ -265,6 +274,8 @@ class Distribution:
             conn = Connection(self, sock, node, result.send_key, result.recv_key,
                               result.python_tag)
         else:  # a peer that speaks Erlang: ETF only
+            from nodelab.dist.beam_peer import BeamPeer
+
             conn = BeamPeer(self, sock, result)
         old = self.connections.get(node)
         if old is not None:
@@ -298,6 +309,8 @@ class Distribution:
                              name="nodelab handshake").start()
 
     def _handshake_incoming(self, sock: socket.socket) -> None:
+        from nodelab.dist import erlang_handshake as eh
+
         counted: list[str] = []
 
         def decide(hello: eh.NameMessage) -> str:

@@ -25,8 +25,11 @@ from nodelab.dist.names import parse_node_name
 from nodelab.runtime.pids import Pid
 
 from ..errors import NodelabError
-from ..pictures import app_tree, record_messages, supervision_tree
 from .magics import parse_arguments, show_failure
+
+# ``nodelab.pictures`` (the recorder and the drawing code, ~20 ms of imports) is imported
+# by the first magic that draws, not when the kernel starts: most cells never draw. Another
+# node's picture request still finds it, since decoding the request imports it.
 
 
 def _node(text: str) -> str:
@@ -67,6 +70,8 @@ class PictureMagics(Magics):
         title = line.strip()
         # The title is free text (quotes and all): one value for the parser.
         title = self.sequence.parser.parse_args(["--", title] if title else []).title
+        from ..pictures import record_messages
+
         try:
             recording = record_messages(title).start()
         except NodelabError as error:
@@ -108,6 +113,8 @@ class PictureMagics(Magics):
             show_failure(error)
 
     def _tree(self, app: str | None, words: list[str]) -> Any:
+        from ..pictures import app_tree, supervision_tree
+
         if app is not None:
             if len(words) > 1:
                 raise UsageError("usage: %supervision_tree --app APP [NODE]")
