@@ -25,6 +25,7 @@ from typing import Any
 from nodelab.errors import ProcessExit
 from nodelab.runtime.mailbox import Mailbox, Signal
 from nodelab.runtime.pids import Pid, Ref
+from nodelab.runtime.pids import _local as _this_node  # this node's name and creation
 
 
 class LocalProcess:
@@ -132,10 +133,12 @@ def lookup(pid: Pid) -> LocalProcess | None:
 
 def lookup_serial(serial: int, creation: int) -> LocalProcess | None:
     """The local process with this serial, if this node's creation is ``creation``."""
-    proc = runtime.processes.get(serial)
-    if proc is not None and proc.pid.creation == creation:
-        return proc
-    return None
+    # Every record's PID is this node's (``Pid.of_this_node``), so its creation is the
+    # node's: compare with that directly, without the PID's property (once per message a
+    # peer sends).
+    if creation != _this_node["creation"]:
+        return None
+    return runtime.processes.get(serial)
 
 
 def named(name: str) -> LocalProcess | None:
