@@ -209,6 +209,8 @@ def test_each_lesson_ends_with_an_exercise_and_its_check(name: str) -> None:
 #: learner without Elixir reads how to install it, and the cells after it print that line.
 BEAM_PART_TITLE = {"en": "The same on the BEAM", "ko": "BEAM에서 똑같이"}
 BEAM_GUARD = "from nodelab.notebook import the_rest_needs_elixir; the_rest_needs_elixir()"
+#: The lessons that follow a part of the original lesson: each runs its Elixir for real.
+WITH_A_BEAM_PART = ("01", "02", "03", "04", "05")
 #: What only a real BEAM runs: an Elixir node, mix, elixir or iex in a shell.
 BEAM_ONLY = re.compile(r"--elixir\b|^!(?:cd [^&]*&& *)?(?:MIX_ENV=\w+ +)?(?:mix|elixir|iex)\b",
                        re.M)
@@ -241,6 +243,10 @@ def test_a_beam_part_comes_last_and_starts_with_the_guard(name: str) -> None:
             assert _is_guard(cells[code[1]].source), f"{lang}/{name}"
             continue
         beam = [index for index in code if BEAM_ONLY.search(cells[index].source)]
+        if name[:2] in WITH_A_BEAM_PART:
+            assert opens is not None, (
+                f"{lang}/{name} has no '## {BEAM_PART_TITLE[lang]}' part after its exercise")
+            assert beam, f"{lang}/{name}: its BEAM part runs nothing on the BEAM"
         if opens is None:
             assert not beam, f"{lang}/{name} runs the BEAM without a '{BEAM_PART_TITLE[lang]}'"
             continue
