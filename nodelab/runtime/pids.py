@@ -98,7 +98,8 @@ class Pid(_OfANode):
     @classmethod
     def of_this_node(cls, serial: int) -> Pid:
         """The PID of this node's process number ``serial``, whatever the node is named."""
-        return cls(None, serial, None)  # type: ignore[arg-type] - None: "this node"
+        # None: "this node". Built like a received PID (no __init__): one per spawn.
+        return _pid(None, serial, None, 0)  # type: ignore[arg-type]
 
     @property
     def is_local(self) -> bool:
@@ -108,10 +109,17 @@ class Pid(_OfANode):
         return self._creation == _local["creation"] and self._node == _local["node"]
 
     def _key(self) -> tuple:
-        return (self.node, self.serial, self.generation, self.creation)
+        node = self._node
+        creation = self._creation
+        return (_local["node"] if node is None else node, self.serial, self.generation,
+                _local["creation"] if creation is None else creation)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is Pid and self._key() == other._key()
+        # Serial and generation first: most PIDs a process compares (a table lookup, a
+        # receive pattern, a link) differ there, and need no key. The fields are read
+        # without the properties: PIDs are compared on nearly every message's path.
+        return (type(other) is Pid and self.serial == other.serial
+                and self.generation == other.generation and self._key() == other._key())
 
     def __hash__(self) -> int:
         # Only the fields that never change: a local PID's node name may (Node.start).
@@ -152,10 +160,14 @@ class Ref(_OfANode):
         object.__setattr__(self, "_creation", creation)
 
     def _key(self) -> tuple:
-        return (self.node, self.words, self.creation)
+        node = self._node
+        creation = self._creation
+        return (_local["node"] if node is None else node, self.words,
+                _local["creation"] if creation is None else creation)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is Ref and self._key() == other._key()
+        # The number first (as for a PID): a reply matcher compares many references.
+        return type(other) is Ref and self.words == other.words and self._key() == other._key()
 
     def __hash__(self) -> int:
         return hash(self.words)
@@ -202,4 +214,4 @@ def _ref(node: str, words: tuple[int, ...], creation: int) -> Ref:
 
 def make_ref() -> Ref:
     """Return a new reference, unique among all references this node makes."""
-    return Ref(None, _words_of(next(_ref_counter)), None)  # type: ignore[arg-type] - this node
+    return _ref(None, _words_of(next(_ref_counter)), None)  # type: ignore[arg-type] - this node
