@@ -51,12 +51,17 @@ def set_application_starter(starter: Callable[[str], Any]) -> None:
 
 class _ConsoleHandler(logging.Handler):
     """Writes nodelab's log lines where this node writes its errors (its console, or the
-    notebook's stderr), with ``[error]`` before errors as Elixir's logger does."""
+    notebook's stderr), with ``[error]`` before errors and ``[warning]`` before warnings, as
+    Elixir's logger does."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = self.format(record)
-            P.write_error("[error] " + text if record.levelno >= logging.ERROR else text)
+            if record.levelno >= logging.ERROR:
+                text = "[error] " + text
+            elif record.levelno >= logging.WARNING:
+                text = "[warning] " + text
+            P.write_error(text)
         except Exception:  # noqa: BLE001 - a closed console must not take the logging caller down
             pass
 
@@ -268,7 +273,8 @@ def _spawn_on(node: str, what: tuple, *, link: bool) -> Pid:
             timeout=SPAWN_TIMEOUT)
     except (ConnectionError, TimeoutError):
         placeholder = P.new_placeholder_pid()
-        log.error("** Can not start %s on %s **", shipment.describe(what), node)
+        # OTP logs this as a warning (net_kernel's "Can not start ..."), not an error.
+        log.warning("** Can not start %s on %s **", shipment.describe(what), node)
         if link:
             P.exit_from(placeholder, P.NOCONNECTION)
         return placeholder
@@ -291,7 +297,12 @@ class Process:
     @staticmethod
     def info(pid: Pid) -> dict[str, Any] | None:
         """A dict about ``pid`` (status, message_queue_len, links, group_leader, ...), on
-        any node; None when it is not alive."""
+        any node; None when it is not alive.
+
+        For a pid on another node, that node is asked: a nodelab node answers itself, a
+        BEAM node through its ``rex`` server (``:erlang.process_info``), with the same keys.
+        Elixir's own ``Process.info/1`` refuses a remote pid ("not a local pid"); nodelab
+        asks, because a notebook looks at processes on every node of the lesson."""
         if pid.is_local:
             return P.info(pid)
         dist = _distribution()
