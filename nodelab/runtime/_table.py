@@ -126,7 +126,12 @@ def _adopt_shell(group_leader: Pid | None) -> LocalProcess:
 def lookup(pid: Pid) -> LocalProcess | None:
     """The live local process with this PID, or None."""
     proc = runtime.processes.get(pid.serial)
-    if proc is not None and proc.pid == pid:
+    # ``proc.pid == pid``, spelled out: the record's PID is this node's, so the two are
+    # equal when ``pid`` has its generation and names this node (its fields None, or this
+    # node's name and creation). Every link, monitor, reply and exit signal looks up here.
+    if (proc is not None and proc.pid.generation == pid.generation
+            and (pid._node is None or pid._node == _this_node["node"])
+            and (pid._creation is None or pid._creation == _this_node["creation"])):
         return proc
     return None
 
