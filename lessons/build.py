@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -271,6 +272,18 @@ def _default_kernel() -> str:
     return "python3"
 
 
+def kernel_environment() -> dict[str, str]:
+    """The environment of a kernel that runs a lesson: this one, and ``-p no:nbval`` for the
+    pytest runs inside the lesson (lesson 5's cells run pytest, and loading nbval there costs
+    2 s of CPU per run for nothing a learner's tests use; ``lessons/conftest.py`` does the
+    same for nbval's own kernels). What the lessons print does not change."""
+    env = dict(os.environ)
+    options = env.get("PYTEST_ADDOPTS", "")
+    if "-p no:nbval" not in options:
+        env["PYTEST_ADDOPTS"] = f"{options} -p no:nbval".strip()
+    return env
+
+
 def execute(path: Path, kernel: str) -> None:
     """Run one notebook top to bottom in a fresh kernel and store its real outputs."""
     from nbclient import NotebookClient
@@ -281,7 +294,7 @@ def execute(path: Path, kernel: str) -> None:
         nb, kernel_name=kernel, timeout=CELL_TIMEOUT, record_timing=False,
         resources={"metadata": {"path": str(path.parent)}},  # the kernel starts next to it
     )
-    client.execute()
+    client.execute(env=kernel_environment())
     nb.metadata = metadata  # not the machine's Python version: keep diffs to real changes
     _write(nb, path)
 
@@ -306,7 +319,8 @@ def verify_exercise(path: Path, kernel: str, instead: list[str] | None = None) -
     nb.cells = cells
     NotebookClient(nb, kernel_name=kernel, timeout=CELL_TIMEOUT, record_timing=False,
                    allow_errors=True,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+                   resources={"metadata": {"path": str(path.parent)}}
+                   ).execute(env=kernel_environment())
     failed = [cell for cell in nb.cells if cell.cell_type == "code"
               and "raises-exception" not in cell.metadata.get("tags", [])
               and any(out.output_type == "error" for out in cell.outputs)]
