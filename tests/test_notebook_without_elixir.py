@@ -4,7 +4,9 @@ The lessons' "the same on the BEAM" parts start with this call. A learner who ha
 installed Elixir must read one line saying how to install it, and "Run All" must still go
 through the notebook to its end: every later cell prints that line instead of running, and
 no cell fails. Real kernels, as JupyterLab runs them: one whose ``PATH`` has no ``elixir``
-and no ``erl``, and one with the machine's own ``PATH``, where the call does nothing.
+and no ``erl``, and one with the machine's own ``PATH``, where the call does nothing. Then
+two whole lessons run without the BEAM's programs: lesson 4's Python path and exercise as
+usual, its BEAM part one line per cell; lesson 7, one line per cell.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
+import nbformat
 import pytest
 from jupyter_client.manager import KernelManager, start_new_kernel
 
@@ -126,3 +130,52 @@ def test_with_elixir_the_guard_shows_nothing_and_cells_run(
         assert kernel.run("answer = 6 * 7\nanswer")["result"] == "42"
         raised = kernel.run("1 / 0")
         assert raised["status"] == "error" and raised["error"].startswith("ZeroDivisionError")
+
+
+# --- whole lessons, as a learner without Elixir runs them ------------------------------------
+
+#: The BEAM's programs a learner without Erlang/Elixir does not have.
+BEAM_PROGRAMS = frozenset({"erl", "elixir", "iex", "mix", "elixirc", "epmd", "escript"})
+LESSONS = Path(__file__).resolve().parent.parent / "lessons"
+
+
+def _path_without_the_beam(folder: Path) -> str:
+    """A PATH of one folder that links every program of this PATH but the BEAM's."""
+    folder.mkdir()
+    for directory in reversed(os.environ["PATH"].split(os.pathsep)):
+        if not directory or not Path(directory).is_dir():
+            continue
+        for program in Path(directory).iterdir():
+            if program.name not in BEAM_PROGRAMS and os.access(program, os.X_OK):
+                link = folder / program.name
+                link.unlink(missing_ok=True)  # the first directory of PATH wins, as for PATH
+                link.symlink_to(program)
+    return str(folder)
+
+
+@pytest.mark.parametrize("name", ["04_replying_from_a_remote_node", "07_python_meets_the_beam"])
+def test_a_lesson_runs_to_its_end_without_elixir(tmp_path: Path, name: str) -> None:
+    """The Python path runs as usual; from the guard on, every cell prints the install line;
+    no cell fails (lesson 4: a Python part, then its BEAM part; lesson 7: all BEAM)."""
+    from nbclient import NotebookClient
+
+    path = LESSONS / "en" / f"{name}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    env = dict(os.environ, PATH=_path_without_the_beam(tmp_path / "bin"))
+    NotebookClient(nb, kernel_name="python3", timeout=120, allow_errors=True,
+                   resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    guard = next(index for index, cell in enumerate(code) if "the_rest_needs_elixir()" in
+                 cell.source)
+    failed = [cell.source.splitlines()[0] for cell in code
+              if any(output.output_type == "error" for output in cell.outputs)]
+    assert not failed, f"{name}: cells failed without Elixir: {failed}"
+    for index, cell in enumerate(code[guard:], start=guard):
+        # (one print may reach the notebook as two stream messages: join them)
+        printed = "".join(output.get("text", "") for output in cell.outputs)
+        kinds = {(output.output_type, output.get("name")) for output in cell.outputs}
+        assert printed == INSTALL_ELIXIR + "\n" and kinds == {("stream", "stdout")}, (
+            f"{name}, code cell {index} after the guard: {cell.outputs}")
+    if name.startswith("04"):  # its Python path ran, exercise check included
+        [check] = [cell for cell in code if "check" in cell.metadata.get("tags", [])]
+        assert "".join(output.get("text", "") for output in check.outputs) == "✔ OK\n"
