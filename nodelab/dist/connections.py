@@ -414,13 +414,18 @@ class Distribution:
     # --- sending ----------------------------------------------------------------------
 
     def send(self, pid: Pid, message: Any) -> None:
-        conn = self.connection(pid.node)
-        if conn is None:
-            return
-        if not isinstance(conn, Connection):
+        # Every remote send passes here: the live connection is looked up inline, and
+        # connection() (which may dial) runs only when there is none.
+        node = pid.node
+        conn = self.connections.get(node)
+        if conn is None or not conn.alive:
+            conn = self.connection(node)
+            if conn is None:
+                return
+        if type(conn) is not Connection:
             conn.send(pid, message)
             return
-        body = _SEND_HEADER.pack(pid.serial, pid.creation) + _encode_message(message, pid.node)
+        body = _SEND_HEADER.pack(pid.serial, pid.creation) + _encode_message(message, node)
         conn.send_frame(SEND, body)
 
     def send_named(self, name: str, node: str, message: Any, sender: Pid) -> None:
@@ -515,6 +520,6 @@ def _encode_message(message: Any, node: str) -> bytes:
 
 def _decode_message(body: bytes, offset: int) -> Any:
     try:
-        return shipment.loads(memoryview(body)[offset:])
+        return shipment.loads(body[offset:])  # one copy: loads wants bytes
     except Exception as error:  # noqa: BLE001 - the receiver learns of it, the link survives
         return UndecodableMessage(str(error), body[offset:])
