@@ -821,3 +821,49 @@ def test_a_beam_frame_claiming_too_many_bytes_closes_before_they_arrive() -> Non
     finally:
         link.close()
         b.close()
+
+
+def _read_frames(sock, count: int, timeout: float = 30.0) -> list[bytes]:
+    """``count`` frames (ticks included) from ``sock``, each without its length."""
+    sock.settimeout(timeout)
+    data = bytearray()
+    frames_read: list[bytes] = []
+    offset = 0
+    while len(frames_read) < count:
+        while len(data) - offset >= 4:
+            (length,) = struct.unpack_from("!I", data, offset)
+            if len(data) - offset - 4 < length:
+                break
+            frames_read.append(bytes(data[offset + 4 : offset + 4 + length]))
+            offset += 4 + length
+        if len(frames_read) < count:
+            chunk = sock.recv(65536)
+            assert chunk, f"the link closed after {len(frames_read)} frames"
+            data += chunk
+    return frames_read
+
+
+def test_a_burst_to_a_beam_leaves_whole_and_in_order_and_a_close_flushes_it() -> None:
+    """Frames sent back to back are written in batches by the link's flusher; a close right
+    after the burst still writes every frame of it first."""
+    from nodelab.dist import beam_link as bl
+    from nodelab.runtime.pids import Pid
+
+    link, b, events, downs, arrived = _beam_link_pair()
+    try:
+        kate, me = Pid("kate@localhost", 5, 3), Pid("py@localhost", 7, 2)
+        sent = [bl.Send(kate, (Atom("m"), i), me) for i in range(3000)]
+        for event in sent:
+            link.send_event(event)
+        link.close()
+        received = _read_frames(b, len(sent))
+        assert [bl.decode_frame(body) for body in received] == sent
+        b.settimeout(10)
+        assert b.recv(1) == b""  # then the link is closed, nothing else was written
+        with pytest.raises(OSError):
+            link.send_event(sent[0])
+        link.flusher.join(10)
+        assert not link.flusher.is_alive()
+    finally:
+        link.close()
+        b.close()
