@@ -8,8 +8,10 @@ where ``control`` is a tuple whose first element says which signal it is (:data:
 typed event (:class:`Send`, :class:`Link`, :class:`SpawnRequest`...); each event's
 :meth:`~Event.to_wire` is the other way.
 
-:class:`BeamLink` reads frames in one thread and hands events to a callback, writes frames
-under a lock, and keeps the connection alive the way ``net_kernel`` does:
+:class:`BeamLink` reads frames in one thread (every frame of a ``recv`` at once) and hands
+events to a callback, writes frames under a lock (a burst — frames less than
+:data:`BURST_GAP` apart — in batches, by a flusher thread), and keeps the connection alive
+the way ``net_kernel`` does:
 
 * OTP ticks every ``net_ticktime / 4`` seconds (15 s by default) on a connection it has
   written nothing to since the last tick, and drops a peer it has *read* nothing from for
