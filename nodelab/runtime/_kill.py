@@ -46,7 +46,7 @@ import time
 from typing import Any
 
 from nodelab.errors import ProcessExit
-from nodelab.runtime._table import LocalProcess, runtime
+from nodelab.runtime._table import LocalProcess, ignore_signal, runtime
 from nodelab.runtime.mailbox import Signal
 
 #: How long a running process has to reach a checkpoint before it is interrupted.
@@ -159,6 +159,7 @@ def begin_exit(proc: LocalProcess) -> None:
         if not proc.exiting:
             proc.exiting = True
             proc.mask += 1
+            proc.mailbox.on_signal = ignore_signal
         if proc.injected:
             proc.injected = False
             _set_async_exc(proc.ident, None)  # type: ignore[arg-type]

@@ -40,7 +40,10 @@ class LocalProcess:
 
     def __init__(self, pid: Pid, group_leader: Pid | None, is_shell: bool = False) -> None:
         self.pid = pid
-        self.mailbox = Mailbox(self._on_signal)
+        # A plain function, not a method of this record: a record that its own mailbox
+        # referred to would be a reference cycle, left for the cyclic garbage collector
+        # (ten objects per process) instead of freed when the process ends.
+        self.mailbox = Mailbox(exit_on_signal)
         self.links: set[Pid] = set()
         self.watchers: dict[Ref, Pid] = {}  # monitors others hold on this process
         self.watching: dict[Ref, Any] = {}  # monitors it holds: ref -> pid or (name, node)
@@ -59,13 +62,18 @@ class LocalProcess:
         self.kill_lock = threading.Lock()
         self.reaping = 0  # the reaper's chain that watches it (0: none)
 
-    def _on_signal(self, signal: Signal) -> None:
-        if self.exiting:
-            return  # on its way out already (a last print waits for its reply): ignore
-        raise ProcessExit(signal.reason, signal.origin)
-
     def __repr__(self) -> str:
         return f"<process {self.pid!r} {self.status}>"
+
+
+def exit_on_signal(signal: Signal) -> None:
+    """What a process does with an exit signal found in its mailbox: exit (see ``_kill.py``;
+    once its exit path has begun, ``_kill.begin_exit`` makes it :func:`ignore_signal`)."""
+    raise ProcessExit(signal.reason, signal.origin)
+
+
+def ignore_signal(signal: Signal) -> None:
+    """An exiting process is on its way out already (a last print may wait for its reply)."""
 
 
 def _write_stderr(text: str) -> None:
