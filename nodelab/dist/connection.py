@@ -52,6 +52,7 @@ class Connection:
         self.send_seq = 0
         self.recv_seq = 0
         self.write_lock = threading.Lock()
+        self.flush_lock = threading.Lock()
         self.pending: list[tuple[int, bytes]] = []  # a burst's frames, waiting for the flusher
         self.pending_size = 0
         self.flushing = False
@@ -132,23 +133,28 @@ class Connection:
             time.sleep(0.0005)
 
     def flush_pending(self) -> None:
-        """Write the gathered frames (the flusher thread calls this): as batches of at most
-        ``BATCH_BYTES`` each (a frame that is larger leaves alone), each with one MAC."""
-        while True:
-            with self.write_lock:
-                if not self.pending or not self.alive:
-                    self.pending.clear()
+        """Write the gathered frames (the flusher thread calls this, and a stopping node):
+        as batches of at most ``BATCH_BYTES`` each (a frame that is larger leaves alone),
+        each with one MAC."""
+        # One flusher at a time: batches are sealed (given their sequence numbers) under the
+        # write lock and written after it, so two flushers could otherwise write them out of
+        # order, and the peer would refuse the later one.
+        with self.flush_lock:
+            while True:
+                with self.write_lock:
+                    if not self.pending or not self.alive:
+                        self.pending.clear()
+                        self.pending_size = 0
+                        self.flushing = False
+                        return
+                    items = self.pending
+                    self.pending = []
                     self.pending_size = 0
-                    self.flushing = False
-                    return
-                items = self.pending
-                self.pending = []
-                self.pending_size = 0
-                data = self._seal(items)
-            try:
-                self.sock.sendall(data)
-            except OSError:
-                self.alive = False
+                    data = self._seal(items)
+                try:
+                    self.sock.sendall(data)
+                except OSError:
+                    self.alive = False
 
     def _seal(self, items: list[tuple[int, bytes]]) -> bytes:
         # Called with the write lock held: spends the sequence numbers, in order.

@@ -242,3 +242,35 @@ def test_a_malformed_batch_with_a_valid_mac_is_refused_whole() -> None:
     with pytest.raises(frames.FrameError, match="batch inside a batch"):
         frames.split_batch(inner)
     assert frames.split_batch(b"") == []
+
+
+def test_two_flushers_at_once_keep_the_batches_in_order() -> None:
+    """The flusher thread and a stopping node may flush together: batches still leave in
+    the order of their sequence numbers, so the peer refuses none of them."""
+    import threading
+
+    from nodelab.dist import frames
+
+    a, a_side, b, b_side = _connected_pair()
+    stop = threading.Event()
+
+    def second_flusher() -> None:
+        while not stop.is_set():
+            a.flush_pending()
+
+    helper = threading.Thread(target=second_flusher)
+    helper.start()
+    try:
+        sent = [(frames.DATA, b"%d" % i * 20) for i in range(20000)]
+        for kind, body in sent:
+            assert a.send_frame(kind, body)
+        with b_side.changed:
+            assert b_side.changed.wait_for(
+                lambda: len(b_side.frames) == len(sent) or b_side.down, 60)
+        assert b_side.down == []
+        assert b_side.frames == sent
+    finally:
+        stop.set()
+        helper.join(10)
+        _close((a, a_side), (b, b_side))
+        b.reader.join(5)
