@@ -5,6 +5,11 @@ is a keyed BLAKE2b over the frame's sequence number, kind and body, with a key o
 direction that only the two authenticated nodes know, so an injected, replayed or reordered
 frame is refused *before* its body is unpickled.
 
+A burst travels as one :data:`BATCH` frame whose body is the burst's frames without their
+MACs (``length u32 | kind u8 | body`` each): one sequence number and one MAC for all of
+them, checked — MAC and structure — before the first of them is decoded. A batch is a frame
+like any other, so the argument above holds for it unchanged.
+
 A frame's MAC is one ``copy()`` of the direction's keyed state (copying skips BLAKE2b's key
 setup, which costs more than hashing a small frame), one ``update`` with the sequence
 number and kind packed together, one with the body. Measured on a quiet machine
