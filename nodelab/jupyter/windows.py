@@ -105,6 +105,12 @@ class Window:
         """Type ``cell`` into this window and show what the window shows."""
         self._relay_unclaimed()
         self._execute("__import__('nodelab.jupyter.windows').jupyter.windows.show_pending()")
+        # ipykernel publishes a thread's output up to flush_interval after the print, under
+        # the request that came before: text printed just before this look can still have
+        # been on its way. Each execute ends with a flush and the iopub messages come in
+        # order, so once the one above returned all of it has arrived: show it now, before
+        # the cell's own output, not at the next look.
+        self._relay_unclaimed()
         result = self._execute(cell)
         self._execute("__import__('nodelab.jupyter.windows').jupyter.windows.show_pending()")
         value = getattr(result, "result_text", None)

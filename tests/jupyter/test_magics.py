@@ -151,3 +151,26 @@ def test_question_mark_explains_every_magic(help_pages, magic: str) -> None:
     assert "No documentation" not in docstring
     # Each explains itself with its own usage, as it is typed.
     assert magic.lstrip("%") in docstring and "%" in docstring, docstring
+
+
+def test_a_look_shows_what_the_window_printed_just_before_it() -> None:
+    # ipykernel publishes a thread's output within flush_interval, under the request that
+    # came before: text printed just before a look reaches the notebook while the look
+    # runs, under an old request. The look must show it, not the look after it. A long
+    # flush_interval makes "just before" certain: only the look's own execute flushes it.
+    cells = run_cells(
+        'get_ipython().extension_manager.load_extension("nodelab")',
+        "%node --sname carol --cookie secret_token",
+        "%node start dave",
+        "%%node dave\n"
+        "import sys, threading, time\n"
+        "sys.stderr.flush_interval = 60\n"
+        "threading.Thread(target=lambda: (time.sleep(0.3),\n"
+        "                                 print('printed before the look', file=sys.stderr)),\n"
+        "                 daemon=True).start()",
+        "import time; time.sleep(1.0)",
+        "%%node dave\n# just look at the window",
+        "%node stop dave",
+    )
+    assert [text_of(cell, "stderr") for cell in cells[3:6]] == [
+        "", "", "[dave@localhost] printed before the look\n"], [c.outputs for c in cells]
