@@ -260,6 +260,8 @@ def _send_pending(key: tuple[Pid, str], gl: Pid) -> None:
 
 def _flush_on_exit(pid: Pid, gl: Pid | None) -> None:
     """Send what a process printed without a final newline (it is exiting)."""
+    if not _pending:
+        return  # nearly always: every process exit passes here
     for stream in ("stdout", "stderr"):
         if (pid, stream) in _pending:
             if gl is not None:
