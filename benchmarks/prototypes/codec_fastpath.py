@@ -5,9 +5,11 @@
 Encodes and decodes the round trip's message ``(pid, "ping")`` — and ``("m", i)``, the
 throughput figure's — three ways, in one run, fastest of 7 batches (us per message):
 
-- **today**: ``shipment.dumps`` / ``shipment.loads`` (a ``BytesIO`` and a ``Pickler``
-  subclass with ``reducer_override`` per message; ``Pid.__reduce__``; the ``_Unpickler``'s
-  ``find_class``);
+- **today**: ``shipment.dumps`` / ``shipment.loads``. Until 2026-12-02 that was a
+  ``BytesIO`` and a ``Pickler`` subclass with ``reducer_override`` per message,
+  ``Pid.__reduce__`` and the ``_Unpickler``'s ``find_class``; since, it is the fast path this
+  prototype argued for (C ``pickle``, a PID as its fields), so "today" and "plain pickle"
+  are now close — ``codec_before_after.py`` compares it with the old codec;
 - **plain pickle**: C ``pickle.dumps(m, 5)`` / ``pickle.loads`` with the same ``Pid`` class
   (what a "no function inside" fast path would cost; a message with a lambda raises
   ``PicklingError`` there and would fall back to today's pickler);
