@@ -111,6 +111,8 @@ TICK = b"\x00\x00\x00\x00"
 BURST_GAP = 20e-6
 #: A sender whose burst has queued this many bytes writes them itself (back-pressure).
 MAX_PENDING = 4 * 1024 * 1024
+# A write that never waits (Linux, macOS); where there is none, a close drops a burst's tail.
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 
 class ProtocolError(ValueError):
@@ -781,14 +783,24 @@ class BeamLink:
 
     def close(self, reason: str = "disconnected") -> None:
         """Close the connection (the peer sees it go down) and report ``reason``. Frames
-        still queued in a burst are written first, as they were sent before the close
-        (not to a peer that stopped answering: the write could block for good)."""
-        with self.write_lock:
-            if self.alive and self._pending and reason != "net_tick_timeout":
-                try:
-                    self._send_pending()
-                except OSError:
-                    pass
+        still queued in a burst go first, as far as the socket takes them without waiting:
+        a close never blocks on a peer that stopped reading (a sender blocked in a write to
+        such a peer would not have got its frame through either)."""
+        # Not waiting for the lock either: a sender blocked in a write holds it, and the
+        # shutdown below is what ends that write.
+        if self.write_lock.acquire(blocking=False):
+            try:
+                if self.alive and self._pending and _DONTWAIT:
+                    data = memoryview(b"".join(self._pending))
+                    self._pending.clear()
+                    self._pending_size = 0
+                    while data:
+                        try:
+                            data = data[self.sock.send(data, _DONTWAIT):]
+                        except OSError:  # BlockingIOError included: the socket is full
+                            break
+            finally:
+                self.write_lock.release()
         self._down(reason)
 
     def _down(self, reason: str) -> None:

@@ -843,19 +843,41 @@ def _read_frames(sock, count: int, timeout: float = 30.0) -> list[bytes]:
     return frames_read
 
 
-def test_a_burst_to_a_beam_leaves_whole_and_in_order_and_a_close_flushes_it() -> None:
-    """Frames sent back to back are written in batches by the link's flusher; a close right
-    after the burst still writes every frame of it first."""
+def test_a_burst_to_a_beam_leaves_whole_and_in_order() -> None:
+    """Frames sent back to back are written in batches by the link's flusher, in order."""
+    from nodelab.dist import beam_link as bl
+    from nodelab.runtime.pids import Pid
+
+    link, b, events, downs, arrived = _beam_link_pair()
+    received: list[bytes] = []
+    kate, me = Pid("kate@localhost", 5, 3), Pid("py@localhost", 7, 2)
+    sent = [bl.Send(kate, (Atom("m"), i, "x" * (i % 50)), me) for i in range(5000)]
+    # The far end reads while the burst is written (a socket buffer holds less than it).
+    reader = threading.Thread(target=lambda: received.extend(_read_frames(b, len(sent))))
+    reader.start()
+    try:
+        for event in sent:
+            link.send_event(event)
+        reader.join(60)
+        assert not reader.is_alive()
+        assert [bl.decode_frame(body) for body in received] == sent
+    finally:
+        link.close()
+        b.close()
+        reader.join(10)
+
+
+def test_a_close_right_after_a_burst_writes_the_burst_first() -> None:
     from nodelab.dist import beam_link as bl
     from nodelab.runtime.pids import Pid
 
     link, b, events, downs, arrived = _beam_link_pair()
     try:
         kate, me = Pid("kate@localhost", 5, 3), Pid("py@localhost", 7, 2)
-        sent = [bl.Send(kate, (Atom("m"), i), me) for i in range(3000)]
+        sent = [bl.Send(kate, (Atom("m"), i), me) for i in range(300)]  # fits a socket buffer
         for event in sent:
             link.send_event(event)
-        link.close()
+        link.close()  # never waits for the reader: it writes what the socket takes
         received = _read_frames(b, len(sent))
         assert [bl.decode_frame(body) for body in received] == sent
         b.settimeout(10)
@@ -867,3 +889,36 @@ def test_a_burst_to_a_beam_leaves_whole_and_in_order_and_a_close_flushes_it() ->
     finally:
         link.close()
         b.close()
+
+
+def test_a_close_never_waits_for_a_peer_that_does_not_read() -> None:
+    from nodelab.dist import beam_link as bl
+    from nodelab.runtime.pids import Pid
+
+    link, b, events, downs, arrived = _beam_link_pair()
+    try:
+        kate, me = Pid("kate@localhost", 5, 3), Pid("py@localhost", 7, 2)
+        blob = "z" * 60_000
+        closer = None
+        # Fill the socket (the far end never reads) from a sender thread, then close.
+        sender = threading.Thread(target=lambda: _send_until_gone(link, bl.Send(kate, blob, me)),
+                                  daemon=True)
+        sender.start()
+        time.sleep(0.5)
+        closer = threading.Thread(target=link.close)
+        closer.start()
+        closer.join(10)
+        assert not closer.is_alive(), "close() waited for the peer"
+        sender.join(10)
+        assert not sender.is_alive()
+    finally:
+        link.close()
+        b.close()
+
+
+def _send_until_gone(link, event) -> None:
+    try:
+        while True:
+            link.send_event(event)
+    except OSError:
+        return
