@@ -259,7 +259,8 @@ class BeamPeer:
         self.link.close(reason)
 
     def flush_pending(self) -> None:
-        """Nothing is batched on a BEAM link: each frame is written by its sender."""
+        """Nothing to do here: a BEAM link batches a burst itself, in its own flusher
+        (``beam_link.py``), and writes the rest as each sender sends it."""
 
     def _on_down(self, reason: str) -> None:
         self.dist.connection_down(self, reason)
