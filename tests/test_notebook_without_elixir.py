@@ -18,40 +18,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from jupyter_client.manager import KernelManager, start_new_kernel
+from real_kernel import Kernel
 
 from nodelab.notebook import INSTALL_ELIXIR
 
 GUARD = "from nodelab.notebook import the_rest_needs_elixir; the_rest_needs_elixir()"
-
-
-class Kernel:
-    """A real ``python3`` kernel; ``run`` gives back what a cell shows, by kind."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.manager: KernelManager
-        self.manager, self.client = start_new_kernel(kernel_name="python3", env=env,
-                                                     startup_timeout=60)
-
-    def run(self, code: str, timeout: float = 60.0) -> dict[str, str]:
-        shown = {"stdout": "", "stderr": "", "result": "", "error": ""}
-
-        def hook(message: dict) -> None:
-            kind, content = message["msg_type"], message["content"]
-            if kind == "stream":
-                shown[content["name"]] += content["text"]
-            elif kind == "execute_result":
-                shown["result"] += content["data"]["text/plain"]
-            elif kind == "error":
-                shown["error"] += f"{content['ename']}: {content['evalue']}"
-
-        reply = self.client.execute_interactive(code, timeout=timeout, output_hook=hook)
-        shown["status"] = reply["content"]["status"]
-        return shown
-
-    def shutdown(self) -> None:
-        self.client.stop_channels()
-        self.manager.shutdown_kernel(now=False)
 
 
 def _kernel(tmp_path_factory: pytest.TempPathFactory, path: str | None) -> Iterator[Kernel]:

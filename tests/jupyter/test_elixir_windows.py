@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from jupyter_client.manager import start_new_kernel
+import real_kernel
 
 pytestmark = pytest.mark.skipif(
     shutil.which("elixir") is None or shutil.which("erl") is None,
@@ -44,46 +43,20 @@ def beam_pids(alive: Callable[[int], bool]) -> set[int]:
     return found
 
 
-class Kernel:
-    """A real kernel with nodelab loaded; ``run`` gives back what a cell shows."""
+class Kernel(real_kernel.Kernel):
+    """A real kernel with nodelab loaded."""
 
     def __init__(self) -> None:
-        self.manager, self.client = start_new_kernel(kernel_name="python3")
+        super().__init__()
         self.run(LOAD)
 
-    @property
-    def pid(self) -> int:
-        return self.manager.provisioner.process.pid
-
     def run(self, code: str, timeout: float = 90.0) -> dict[str, str]:
-        shown = {"stdout": "", "stderr": "", "result": "", "error": ""}
-
-        def hook(message: dict) -> None:
-            kind, content = message["msg_type"], message["content"]
-            if kind == "stream":
-                shown[content["name"]] += content["text"]
-            elif kind == "execute_result":
-                shown["result"] += content["data"]["text/plain"]
-            elif kind == "error":
-                shown["error"] += f"{content['ename']}: {content['evalue']}"
-
-        self.client.execute_interactive(code, timeout=timeout, output_hook=hook)
-        return shown
+        return super().run(code, timeout)
 
     def beam_pid(self, node: str) -> int:
         shown = self.run("from nodelab.jupyter import windows\n"
                          f"windows.window({node!r}).os_pid")
         return int(shown["result"])
-
-    def shutdown(self) -> None:
-        self.client.stop_channels()
-        self.manager.shutdown_kernel(now=False)
-
-    def kill(self) -> None:
-        os.kill(self.pid, signal.SIGKILL)
-        self.manager.provisioner.process.wait(10)
-        self.client.stop_channels()
-        self.manager.cleanup_resources()
 
 
 @pytest.fixture(scope="module")
