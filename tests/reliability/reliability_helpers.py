@@ -107,6 +107,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def live_threads_cpu_seconds(pid: int) -> float:
+    """CPU time of the live threads of process ``pid``, to the nanosecond, in seconds.
+
+    For small amounts (an idle node uses a few ms a second): :func:`cpu_seconds` reads clock
+    ticks (10 ms), and sixteen processes over 3 s could be off by 16 ticks, 5% of a CPU, from
+    rounding alone. The scheduler's own count per thread (``/proc/PID/task/*/schedstat``) has
+    no such step; a thread that ends meanwhile takes its share along, so use this where
+    threads do not come and go.
+    """
+    nanoseconds = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat", "rb") as schedstat:
+                nanoseconds += int(schedstat.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended meanwhile
+    return nanoseconds / 1e9
+
+
 def thread_count(pid: int) -> int | None:
     value = None
     try:
