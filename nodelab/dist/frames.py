@@ -63,10 +63,7 @@ def mac(state: hashlib.blake2b, seq: int, kind: int, body: bytes | memoryview) -
 
 def encode(state: hashlib.blake2b, seq: int, kind: int, body: bytes) -> bytes:
     """The whole frame, ``length | kind | mac | body``, ready for the socket."""
-    h = state.copy()
-    h.update(_SEQ_KIND.pack(seq, kind))
-    h.update(body)
-    return HEADER.pack(1 + MAC_SIZE + len(body), kind, h.digest()) + body
+    return HEADER.pack(1 + MAC_SIZE + len(body), kind, mac(state, seq, kind, body)) + body
 
 
 def encode_batch(state: hashlib.blake2b, seq: int, items: list[tuple[int, bytes]]) -> bytes:

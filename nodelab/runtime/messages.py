@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from nodelab.errors import NodelabError, ProcessExit
+from nodelab.errors import NodelabError
 from nodelab.runtime import _kill, pids
 from nodelab.runtime._table import current, runtime
 from nodelab.runtime.mailbox import NO_MATCH
@@ -76,8 +76,9 @@ def take(match: Callable[[Any], Any] | None, timeout: float | None) -> Any:
 
     A checkpoint; an exit signal that arrives while it waits ends the caller.
     """
-    # current(), _kill.check, enter and leave, written out: every message a process
-    # receives passes here, and each of those calls would cost more than its work.
+    # current(), _kill.check and enter, written out: every message a process receives
+    # passes here, and each of those calls would cost more than its work. leave() stays a
+    # call: it is where a pending exit is acted on, one rule in one place.
     me = getattr(_thread, "proc", None)
     if me is None or me.status != "running":
         me = current()
@@ -91,9 +92,7 @@ def take(match: Callable[[Any], Any] | None, timeout: float | None) -> Any:
     try:
         return me.mailbox.take(match, timeout)
     finally:
-        me.mask -= 1
-        if me.mask == 0 and me.pending_exit is not None and not me.exiting:
-            raise ProcessExit(me.pending_exit[0], me.pending_exit[1])
+        _kill.leave(me)
 
 
 def receive(*patterns: Any, timeout: float | None = None, after: Any = _NO_AFTER) -> Any:
