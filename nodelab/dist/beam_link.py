@@ -43,8 +43,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nodelab.dist import connection, frames
 from nodelab.dist import erlang_handshake as eh
-from nodelab.dist import frames
 from nodelab.dist import term_format as tf
 from nodelab.dist.term_format import NO_MESSAGE, Atom, ImproperList
 from nodelab.runtime.pids import Pid, Ref
@@ -106,9 +106,10 @@ OPERATION_NAMES = {
 _LENGTH = struct.Struct("!I")
 TICK = b"\x00\x00\x00\x00"
 #: Frames written closer together than this are a burst, written in batches by the link's
-#: flusher. Shorter than a round trip with a BEAM (~40 us here), so a ping-pong, a call or a
-#: tick is never held back; longer than the gap between the messages of a busy sender.
-BURST_GAP = 20e-6
+#: flusher: the same rule as a nodelab peer's (``connection.BURST_GAP``). Shorter than a
+#: round trip with a BEAM (~40 us here), so a ping-pong, a call or a tick is never held
+#: back; longer than the gap between the messages of a busy sender.
+BURST_GAP = connection.BURST_GAP
 #: A sender whose burst has queued this many bytes writes them itself (back-pressure).
 MAX_PENDING = 4 * 1024 * 1024
 # A write that never waits (Linux, macOS); where there is none, a close drops a burst's tail.
