@@ -98,6 +98,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nodelab.runtime.pids import Pid, Ref
+from nodelab.runtime.pids import _local as _LOCAL_NODE  # this node's name and creation
 
 __all__ = [
     "MAX_BIG_BYTES",
@@ -121,6 +122,7 @@ __all__ = [
     "decode_from",
     "encode",
     "encode_body",
+    "encode_dist_frame",
     "encode_dist_message",
 ]
 
@@ -589,9 +591,17 @@ def _enc_dict(term: dict, out: _Out, depth: int) -> None:
 
 
 def _enc_pid(term: Pid, out: _Out, depth: int) -> None:
+    # The slots, not the properties: a pid is in nearly every message to a BEAM, and a
+    # field of None means "this node" (pids.py), read from the node as the properties do.
+    node = term._node
+    if node is None:
+        node = _LOCAL_NODE["node"]
+    creation = term._creation
+    if creation is None:
+        creation = _LOCAL_NODE["creation"]
     out.append(NEW_PID_EXT)
-    out += _ATOM_BYTES.get(term.node) or _atom_bytes(term.node)
-    out += _U32X3.pack(term.serial, term.generation, term.creation)
+    out += _ATOM_BYTES.get(node) or _atom_bytes(node)
+    out += _U32X3.pack(term.serial, term.generation, creation)
 
 
 def _enc_ref(term: Ref, out: _Out, depth: int) -> None:
@@ -599,9 +609,15 @@ def _enc_ref(term: Ref, out: _Out, depth: int) -> None:
     if not 1 <= len(words) <= MAX_REF_WORDS:
         raise TermEncodeError(
             f"a reference has 1 to {MAX_REF_WORDS} ID words, not {len(words)}")
+    node = term._node
+    if node is None:
+        node = _LOCAL_NODE["node"]
+    creation = term._creation
+    if creation is None:
+        creation = _LOCAL_NODE["creation"]
     out += _U8_U16.pack(NEWER_REFERENCE_EXT, len(words))
-    out += _ATOM_BYTES.get(term.node) or _atom_bytes(term.node)
-    out += _REF_TAILS[len(words)].pack(term.creation, *words)
+    out += _ATOM_BYTES.get(node) or _atom_bytes(node)
+    out += _REF_TAILS[len(words)].pack(creation, *words)
 
 
 def _enc_port(term: Port, out: _Out, depth: int) -> None:
@@ -1380,6 +1396,22 @@ def decode_dist_message(data: bytes | bytearray | memoryview,
     to a node that offered ``DFLAG_FRAGMENTS``.
     """
     data = _as_bytes(data)
+    # What every OTP node sends nodelab, 112 | 131 control | 131 message with neither term
+    # compressed, decoded without the checks and calls of decode_from: the same decoders, so
+    # the same terms. Anything else, or a failure, takes the full path below, which says
+    # what is wrong (it decodes the frame again: only bad frames pay twice).
+    if len(data) > 3 and data[0] == PASS_THROUGH and data[1] == VERSION \
+            and data[2] != COMPRESSED:
+        try:
+            control, pos = _DECODERS[data[2]](data, 3, MAX_DEPTH, None)
+            if pos == len(data):
+                return control, None
+            if data[pos] == VERSION and data[pos + 1] != COMPRESSED:
+                message, pos = _DECODERS[data[pos + 1]](data, pos + 2, MAX_DEPTH, None)
+                if pos == len(data):
+                    return control, message
+        except Exception:  # noqa: BLE001, S110 - the full path raises the right error
+            pass
     if not data:
         raise TermDecodeError("an empty frame body (a tick has no body to decode)")
     if data[0] == PASS_THROUGH:
@@ -1411,8 +1443,25 @@ def encode_dist_message(control: tuple, message: Any = NO_MESSAGE) -> bytes:
     """Encode a frame body: ``112 | 131 control`` and, unless ``message`` is omitted,
     ``| 131 message``. The caller adds the 4-byte length in front."""
     out = bytearray(b"p\x83")
-    _encode_into(control, out)
-    if message is not NO_MESSAGE:
-        out.append(VERSION)
-        _encode_into(message, out)
+    _encode_parts(control, message, out)
     return bytes(out)
+
+
+def encode_dist_frame(control: tuple, message: Any = NO_MESSAGE) -> bytes:
+    """The whole frame of :func:`encode_dist_message`'s body: its 4-byte length first, written
+    into the same buffer (no second copy of the body to put the length in front)."""
+    out = bytearray(b"\0\0\0\0p\x83")
+    _encode_parts(control, message, out)
+    _U32.pack_into(out, 0, len(out) - 4)
+    return bytes(out)
+
+
+def _encode_parts(control: tuple, message: Any, out: _Out) -> None:
+    # One try for both terms; the encoders are the ones encode() uses.
+    try:
+        (_ENCODERS.get(type(control)) or _encoder_for(control))(control, out, MAX_DEPTH)
+        if message is not NO_MESSAGE:
+            out.append(VERSION)
+            (_ENCODERS.get(type(message)) or _encoder_for(message))(message, out, MAX_DEPTH)
+    except (struct.error, RecursionError) as exc:
+        raise _encode_failure(exc) from None

@@ -365,6 +365,60 @@ def test_dist_messages_with_and_without_a_payload() -> None:
             decode_dist_message(bad)
 
 
+def _dist_message_the_long_way(data: bytes) -> tuple[object, object]:
+    """decode_dist_message of a pass-through frame spelled out with decode_from, term by
+    term: what its fast path (no decode_from, one try) must agree with."""
+    control, pos = decode_from(data, 1)
+    if pos == len(data):
+        return control, None
+    message, pos = decode_from(data, pos)
+    if pos != len(data):
+        raise TermDecodeError("bytes after the message")
+    return control, message
+
+
+_frame_nodes = st.sampled_from(["kate@localhost", "a@b", "kätë@höst"])
+_u32 = st.integers(0, 2**32 - 1)
+#: Control messages as a BEAM sends them (SEND_SENDER) and as nodelab does (SEND and others).
+controls = st.one_of(
+    st.tuples(st.just(22), st.builds(Pid, _frame_nodes, _u32, _u32, _u32),
+              st.builds(Pid, _frame_nodes, _u32, _u32)),
+    st.tuples(st.integers(0, 40), st.just(Atom("")),
+              st.builds(Pid, _frame_nodes, st.integers(0, 99), st.integers(0, 99))),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_a_corrupted_dist_frame_decodes_as_the_long_way_does_or_is_refused(
+        data: st.DataObject) -> None:
+    frame = bytearray(encode_dist_message((22, PID, PID), (Atom("ping"), PID, [1, "x"], REF)))
+    for _ in range(data.draw(st.integers(1, 3))):
+        frame[data.draw(st.integers(1, len(frame) - 1))] = data.draw(st.integers(0, 255))
+    frame = bytes(frame[:data.draw(st.integers(2, len(frame)))])
+    try:
+        expected = _dist_message_the_long_way(frame)
+    except TermDecodeError:
+        with pytest.raises(TermDecodeError):
+            decode_dist_message(frame)
+        return
+    assert_same(decode_dist_message(frame), expected)
+
+
+def test_a_pid_and_a_ref_of_this_node_go_out_with_its_current_name_and_creation() -> None:
+    from nodelab.runtime import pids
+
+    local, ref = Pid.of_this_node(7), pids.make_ref()
+    name, creation = pids.local_node(), pids.local_creation()
+    try:
+        pids.set_local_node("now@named", 0x1234)
+        assert_same(decode(encode(local)), Pid("now@named", 7, 0x1234))
+        assert encode(local) == encode(Pid("now@named", 7, 0x1234))
+        assert decode(encode(ref)) == Ref("now@named", ref.words, 0x1234)
+    finally:
+        pids.set_local_node(name, creation)
+
+
 # ---------------------------------------------------------------------------------------------
 # Hostile input: one error type, quickly, whatever the bytes.
 
@@ -737,6 +791,35 @@ def test_terms_round_trip_through_a_real_beam(beam: Beam, term: object) -> None:
         assert_same(decode(encoded), term)
     if not _has_multi_key_map(term):  # the BEAM orders a map's keys its own way
         assert data == utf8
+
+
+@settings(max_examples=200, deadline=None)
+@given(control=controls, message=st.one_of(st.just(NO_MESSAGE), terms))
+def test_dist_frames_encode_and_decode_as_their_terms_one_by_one(control: tuple,
+                                                                  message: object) -> None:
+    body = encode_dist_message(control, message)
+    assert body == b"p" + encode(control) + (b"" if message is NO_MESSAGE else encode(message))
+    assert etf.encode_dist_frame(control, message) == struct.pack(">I", len(body)) + body
+    decoded = decode_dist_message(body)
+    assert_same(decoded, _dist_message_the_long_way(body))
+    assert_same(decoded, (control, None if message is NO_MESSAGE else message))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(control=controls, message=terms)
+def test_each_term_of_a_dist_frame_is_what_a_real_beam_reads_and_writes(
+        beam: Beam, control: tuple, message: object) -> None:
+    # The frame's two terms, cut where decode_from says each ends: the BEAM reads each and
+    # writes it back byte for byte (a map of several keys aside: the BEAM orders its keys).
+    body = encode_dist_message(control, message)
+    _, end = decode_from(body, 1)
+    for part, term in ((body[1:end], control), (body[end:], message)):
+        echoed = beam.echo(part)
+        assert_same(decode(echoed), term)
+        if not _has_multi_key_map(term):
+            assert echoed == part
+    assert_same(decode_dist_message(b"p" + beam.echo(body[1:end]) + beam.echo(body[end:])),
+                (control, message))
 
 
 def test_what_only_the_beam_makes_comes_back_unchanged(beam: Beam) -> None:
