@@ -79,7 +79,13 @@ def _rebuild_function(tag: str, magic: bytes, code_bytes: bytes, name: str, qual
             "Python versions cannot share code, so call a module function by name instead, "
             "e.g. Node.spawn(node, 'chat', 'receive_message', ['hi'])"
         )
-    code = marshal.loads(code_bytes)
+    code = _codes.get(code_bytes)
+    if code is None:
+        code = marshal.loads(code_bytes)
+        if len(code_bytes) <= _CODE_CACHE_BYTES:
+            if len(_codes) >= _CODE_CACHE_SIZE:
+                _codes.clear()  # a bound, not a policy: a node runs a handful of functions
+            _codes[code_bytes] = code
     closure = None
     if closure_values is not None:
         closure = tuple(types.CellType(value) for value in closure_values)
@@ -87,6 +93,33 @@ def _rebuild_function(tag: str, magic: bytes, code_bytes: bytes, name: str, qual
     fn.__qualname__ = qualname
     fn.__kwdefaults__ = kwdefaults
     return fn
+
+
+# Code objects rebuilt here, by their marshalled bytes, and the bytes of code objects
+# shipped from here, by the code object's identity. A function shipped again (every
+# Node.spawn of the same lambda, every task) then costs no marshal call on either side.
+# Sharing a code object is safe: it is immutable, every ``def`` run in a loop shares one
+# already, and what differs between two functions made from it — globals, closure cells,
+# defaults — is given to each new function object, never stored in the code. Equal bytes
+# are an equal code object (marshal writes every field of it), so the receiving side
+# cannot confuse two different functions; the sending side keys by ``id`` and checks the
+# code object itself (held by the entry, so its id cannot be reused while it is there).
+_codes: dict[bytes, types.CodeType] = {}
+_code_bytes: dict[int, tuple[types.CodeType, bytes]] = {}
+_CODE_CACHE_SIZE = 256
+_CODE_CACHE_BYTES = 64 * 1024  # a larger code object is marshalled each time
+
+
+def _marshalled(code: types.CodeType) -> bytes:
+    entry = _code_bytes.get(id(code))
+    if entry is not None and entry[0] is code:
+        return entry[1]
+    data = marshal.dumps(code)
+    if len(data) <= _CODE_CACHE_BYTES:
+        if len(_code_bytes) >= _CODE_CACHE_SIZE:
+            _code_bytes.clear()
+        _code_bytes[id(code)] = (code, data)
+    return data
 
 
 def _function_reduction(fn: types.FunctionType):
@@ -100,7 +133,7 @@ def _function_reduction(fn: types.FunctionType):
             ) from None
     return (
         _rebuild_function,
-        (PYTHON_TAG, _MAGIC, marshal.dumps(fn.__code__), fn.__name__, fn.__qualname__,
+        (PYTHON_TAG, _MAGIC, _marshalled(fn.__code__), fn.__name__, fn.__qualname__,
          fn.__defaults__, fn.__kwdefaults__, closure_values),
     )
 
@@ -159,12 +192,42 @@ def dumps(obj: Any) -> bytes:
     the other node may lack). Either way the bytes mean the same on the other side.
     """
     if type(obj) is tuple and obj and obj[0] == "fn":
-        return _ship(obj)  # a shipment carries a function: skip the attempt that would fail
+        return _dumps_shipment(obj)
     try:
         data = _plain_dumps(obj, _PROTOCOL)
     except Exception:  # noqa: BLE001 - whatever C pickle refuses, the shipping pickler decides
         return _ship(obj)
     return _ship(obj) if _MAIN in data else data
+
+
+class _ShippedFunction:
+    """Stands in for a function that travels as code, so that C ``pickle`` can encode a
+    shipment: it reduces to what the code-shipping pickler writes for the function."""
+
+    __slots__ = ("reduction",)
+
+    def __init__(self, reduction: tuple) -> None:
+        self.reduction = reduction
+
+    def __reduce_ex__(self, protocol: object) -> tuple:
+        return self.reduction
+
+
+def _dumps_shipment(shipment: tuple) -> bytes:
+    # ("fn", fn, args): the function is replaced by its reduction and the rest is left to C
+    # pickle — the same bytes' meaning as the code-shipping pickler's, without its Python
+    # call per object. Whatever else in it C pickle refuses (a lambda among the captured
+    # values) or names in ``__main__`` (a notebook's class or function) takes that pickler.
+    fn = shipment[1]
+    if type(fn) is not types.FunctionType or len(shipment) != 3:
+        return _ship(shipment)
+    try:
+        if not _findable_by_reference(fn):
+            fn = _ShippedFunction(_function_reduction(fn))
+        data = _plain_dumps((shipment[0], fn, shipment[2]), _PROTOCOL)
+    except Exception:  # noqa: BLE001 - whatever C pickle refuses, the shipping pickler decides
+        return _ship(shipment)
+    return _ship(shipment) if _MAIN in data else data
 
 
 def loads(data: bytes) -> Any:

@@ -130,6 +130,58 @@ def test_a_notebook_class_resolves_on_the_receiving_node(remote_namespace: dict)
         del namespace["_CodecTestPoint"]
 
 
+def test_a_shipment_encodes_as_the_shipping_pickler_would(remote_namespace: dict) -> None:
+    from nodelab.runtime.pids import Pid
+
+    caller = Pid("alex@localhost", 42, 7)
+
+    def made_by_a_caller(who):
+        return lambda word: (Kate, who, word)  # noqa: F821 - resolved on the receiving node
+
+    payload = shipment.build(made_by_a_caller(caller), None, ["hi"])
+    data = shipment.dumps(payload)
+    assert data == shipment._ship(payload)  # the C-pickle path writes the same bytes
+    remote_namespace["Kate"] = "kate's Kate"
+    assert shipment.run(data) == ("kate's Kate", caller, "hi")
+
+
+def test_a_shipment_with_what_c_pickle_refuses_still_travels(remote_namespace: dict) -> None:
+    namespace = sys.modules["__main__"].__dict__
+    exec("class _CodecTestBox:\n    pass", namespace)
+    try:
+        inner = eval("lambda: 'inner'", {"__name__": "__main__"})
+        captures_a_lambda = (lambda f: lambda: f())(inner)
+        assert shipment.run(shipment.dumps(shipment.build(captures_a_lambda))) == "inner"
+        box = namespace["_CodecTestBox"]()
+        data = shipment.dumps(shipment.build((lambda b: lambda: type(b).__name__)(box)))
+        remote_namespace["_CodecTestBox"] = type("_CodecTestBox", (), {})
+        assert shipment.run(data) == "_CodecTestBox"  # the receiving node's own class
+    finally:
+        del namespace["_CodecTestBox"]
+
+
+def test_a_function_shipped_again_shares_its_code_but_nothing_else() -> None:
+    # The receiving node rebuilds the code of a function it has seen once from a cache:
+    # each rebuilt function still has its own captured values and the namespace of the
+    # moment it was rebuilt.
+    def capture(value):
+        return lambda: (value, Where)  # noqa: F821 - resolved on the receiving node
+
+    first_ns: dict = {"Where": "first"}
+    second_ns: dict = {"Where": "second"}
+    try:
+        shipment.set_namespace_provider(lambda: first_ns)
+        one = shipment.loads(shipment.dumps(capture(1)))
+        shipment.set_namespace_provider(lambda: second_ns)
+        two = shipment.loads(shipment.dumps(capture(2)))
+    finally:
+        shipment.set_namespace_provider(lambda: sys.modules["__main__"].__dict__)
+    assert one is not two and one.__code__ is two.__code__
+    assert one() == (1, "first") and two() == (2, "second")
+    other = shipment.loads(shipment.dumps(lambda: "another function"))
+    assert other.__code__ is not one.__code__ and other() == "another function"
+
+
 def test_what_cannot_be_pickled_fails_in_the_shipping_picklers_words() -> None:
     import threading
 
