@@ -503,6 +503,13 @@ def decode_frame(body: bytes, atom_cache: tf.AtomCache | None = None) -> Event:
     Raises :class:`UndecodableMessage` when only the message part cannot be decoded, and
     :class:`ProtocolError` for a frame that is broken as a whole.
     """
+    control, message = decode_parts(body, atom_cache)
+    return decode_event(control, message)
+
+
+def decode_parts(body: bytes, atom_cache: tf.AtomCache | None = None) -> tuple[Any, Any]:
+    """The first half of :func:`decode_frame`: the frame's control message and its message
+    (``NO_MESSAGE`` for an operation that takes none), not yet checked as an event."""
     try:
         control, message = tf.decode_dist_message(body, atom_cache)
     except tf.TermDecodeError as error:
@@ -510,10 +517,14 @@ def decode_frame(body: bytes, atom_cache: tf.AtomCache | None = None) -> Event:
         if control is not None:
             raise UndecodableMessage(str(error), control) from None
         raise ProtocolError(str(error)) from None
-    takes_message = isinstance(control, tuple) and bool(control) and control[0] in WITH_MESSAGE
-    if not takes_message and message is not None:
+    # isinstance first: an operation that is not a number (a list) cannot be looked up.
+    takes_message = (type(control) is tuple and bool(control) and isinstance(control[0], int)
+                     and control[0] in WITH_MESSAGE)
+    if takes_message:
+        return control, message
+    if message is not None:
         raise ProtocolError("a message follows a control message that takes none")
-    return decode_event(control, message if takes_message else NO_MESSAGE)
+    return control, NO_MESSAGE
 
 
 def _control_of(body: bytes) -> tuple | None:
@@ -526,7 +537,8 @@ def _control_of(body: bytes) -> tuple | None:
         return None
     # Only a plain message is dropped: losing an exit signal or a spawn request silently
     # would leave a link or a caller waiting forever, so those close the connection.
-    if isinstance(control, tuple) and control and control[0] in _SENDS and end < len(body):
+    if (isinstance(control, tuple) and control and isinstance(control[0], int)
+            and control[0] in _SENDS and end < len(body)):
         return control
     return None
 
@@ -538,8 +550,7 @@ _SENDS = frozenset({SEND, SEND_TT, REG_SEND, REG_SEND_TT, SEND_SENDER, SEND_SEND
 def encode_frame(event: Event) -> bytes:
     """The whole frame (length included) for ``event``."""
     control, message = event.to_wire()
-    body = tf.encode_dist_message(control, message)
-    return _LENGTH.pack(len(body)) + body
+    return tf.encode_dist_frame(control, message)
 
 
 # --- is_auth ---------------------------------------------------------------------------

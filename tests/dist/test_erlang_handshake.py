@@ -601,6 +601,13 @@ def test_malformed_control_messages_are_protocol_errors() -> None:
         bl.decode_frame(b"p\x83\x00")
     with pytest.raises(bl.ProtocolError, match="takes none"):
         bl.decode_frame(tf.encode_dist_message((bl.LINK, a, a), Atom("extra")))
+    # An operation that is a list cannot be looked up in a set: a protocol error, not a
+    # TypeError that would end the reader thread without closing the connection.
+    for frame in (tf.encode_dist_message(([2], a, a), Atom("m")),
+                  tf.encode_dist_message(([2], a, a)),
+                  tf.encode_dist_message(([2], a, a)) + b"\x83\x00"):
+        with pytest.raises(bl.ProtocolError):
+            bl.decode_frame(frame)
 
 
 def test_is_auth_is_answered_to_the_alias() -> None:
