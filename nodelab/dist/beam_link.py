@@ -547,6 +547,9 @@ _SENDS = frozenset({SEND, SEND_TT, REG_SEND, REG_SEND_TT, SEND_SENDER, SEND_SEND
                     ALIAS_SEND, ALIAS_SEND_TT})
 
 
+_PLAIN_SENDS = frozenset({SEND, SEND_SENDER})
+
+
 def encode_frame(event: Event) -> bytes:
     """The whole frame (length included) for ``event``."""
     control, message = event.to_wire()
@@ -584,7 +587,8 @@ class BeamLink:
     """One handshaken connection to a BEAM node.
 
     ``on_event(event)`` runs in the reader thread for every signal (except ``is_auth``
-    calls, answered here when ``answer_is_auth``); ``on_down(reason)`` once when the
+    calls, answered here when ``answer_is_auth``, and the plain sends to a pid that
+    ``on_send(to_pid, message)`` takes when it is given); ``on_down(reason)`` once when the
     connection ends: ``"connection_closed"``, ``"net_tick_timeout"``, ``"protocol_error"``
     or what :meth:`close` was given. Call :meth:`start` to begin reading and ticking.
     """
@@ -594,7 +598,8 @@ class BeamLink:
                  on_down: Callable[[str], None] | None = None, tick_time: float = 60.0,
                  answer_is_auth: bool = True, net_kernel_pid: Pid | None = None,
                  max_frame: int = frames.MAX_MESSAGE,
-                 tick_interval: float | None = None) -> None:
+                 tick_interval: float | None = None,
+                 on_send: Callable[[Pid, Any], None] | None = None) -> None:
         self.sock = sock
         self.peer = peer
         self.my_name = my_name
@@ -603,6 +608,9 @@ class BeamLink:
         #: shorter than that for a peer whose net_ticktime may be shorter than tick_time.
         self.tick_interval = float(tick_interval) if tick_interval else self.tick_time / 4
         self.on_event = on_event
+        #: When given, a plain SEND or SEND_SENDER to a pid (nearly every frame) is handed
+        #: to it as ``(to_pid, message)`` without building a :class:`Send` event for on_event.
+        self.on_send = on_send
         self.on_down = on_down
         self.answer_is_auth = answer_is_auth
         self.net_kernel_pid = net_kernel_pid or Pid(my_name, 1, my_creation)
@@ -740,13 +748,13 @@ class BeamLink:
                     body = data[offset + 4 : end]
                     offset = end
                     try:
-                        event = decode_frame(body, self.atom_cache)
+                        control, message = decode_parts(body, self.atom_cache)
                     except UndecodableMessage as error:
                         log.error("** A message from node %s was dropped: %s (%s) **",
                                   self.peer.name, error,
                                   OPERATION_NAMES.get(error.control[0], error.control[0]))
                         continue
-                    self._dispatch(event)
+                    self._handle(control, message)
                 if offset < size:
                     buffer += data[offset:]  # a partial frame: wait for the rest
                     needed = 4 + unpack_length(buffer)[0] if len(buffer) >= 4 else 4
@@ -760,6 +768,22 @@ class BeamLink:
         except OSError:
             pass
         self._down(reason)
+
+    def _handle(self, control: Any, message: Any) -> None:
+        # A plain send to a pid goes straight to on_send: the checks are decode_event's for
+        # it (three elements, a pid as target; the sender is not used), and is_auth, the
+        # one send the link answers itself, is a REG_SEND.
+        on_send = self.on_send
+        if (on_send is not None and type(control) is tuple and len(control) == 3
+                and type(control[2]) is Pid and type(control[0]) is int
+                and control[0] in _PLAIN_SENDS):
+            try:
+                on_send(control[2], message)
+            except Exception:  # one bad message must not stop the reader
+                log.exception("** Error handling a message to %r from node %s **", control[2],
+                              self.peer.name)
+            return
+        self._dispatch(decode_event(control, message))
 
     def _dispatch(self, event: Event) -> None:
         if self.answer_is_auth:

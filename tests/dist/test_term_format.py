@@ -893,6 +893,52 @@ def test_beam_frames_split_and_batched_arrive_whole_and_in_order() -> None:
         b.close()
 
 
+def test_plain_sends_go_to_on_send_and_every_other_signal_to_on_event_in_order() -> None:
+    """With ``on_send``, a SEND or SEND_SENDER to a pid skips the event (the reader's fast
+    path); everything else, a traced send included, is still an event, in arrival order."""
+    from nodelab.dist import beam_link as bl
+    from nodelab.runtime.pids import Pid
+
+    log: list = []  # both callbacks, in the order the reader calls them
+    arrived = threading.Condition()
+
+    def on_send(pid: Pid, message: object) -> None:
+        with arrived:
+            log.append(("send", pid, message))
+            arrived.notify_all()
+
+    link, b, events, downs, _ = _beam_link_pair(on_send=on_send)
+    link.on_event = lambda event: on_send(None, event)  # type: ignore[arg-type]
+    try:
+        kate, me = Pid("kate@localhost", 5, 3), Pid("py@localhost", 7, 2)
+        sent = []
+        for i in range(60):
+            kind = i % 4
+            if kind == 0:
+                sent.append(bl.Send(me, (Atom("m"), i), kate))  # SEND_SENDER
+            elif kind == 1:  # the old SEND; nil is a message like any other
+                sent.append(bl.Unknown((bl.SEND, Atom(""), me), None if i % 8 == 1 else [i]))
+            elif kind == 2:
+                sent.append(bl.Link(kate, me))
+            else:
+                sent.append(bl.Send(me, i, kate, token=Atom("trace")))  # SEND_SENDER_TT
+        b.sendall(b"".join(bl.encode_frame(event) for event in sent))
+        with arrived:
+            assert arrived.wait_for(lambda: len(log) == 60, timeout=30), len(log)
+        expected = []
+        for event in sent:
+            control, message = event.to_wire()
+            if control[0] in (bl.SEND, bl.SEND_SENDER):
+                expected.append(("send", me, message))
+            else:
+                expected.append(("send", None, event))
+        assert log == expected
+        assert events == [] and downs == []
+    finally:
+        link.close()
+        b.close()
+
+
 def test_a_beam_frame_claiming_too_many_bytes_closes_before_they_arrive() -> None:
     link, b, events, downs, arrived = _beam_link_pair(max_frame=1000)
     try:
