@@ -73,7 +73,8 @@ def describe_dest(dest: Dest) -> str:
 
 
 def call(dest: Any, request: Any, timeout: float | None = DEFAULT_TIMEOUT, *,
-         describe: str | None = None, hint: Callable[[Any], str] | None = None,
+         describe: str | Callable[[], str] | None = None,
+         hint: Callable[[Any], str] | None = None,
          keep_monitor: bool = False) -> Any:
     """Send ``request`` to the server ``dest`` and return its reply (``GenServer.call``).
 
@@ -81,7 +82,8 @@ def call(dest: Any, request: Any, timeout: float | None = DEFAULT_TIMEOUT, *,
     :class:`CallError` when no process has that name or it exits before replying, and
     :class:`CallTimeout` after ``timeout`` seconds (``None``: wait as long as it takes, but
     still fail at once on any of the other two). ``describe`` is how the error message
-    shows the call; ``hint(reason)`` adds a line saying what to do.
+    shows the call (or a function that says it, called only when the call fails);
+    ``hint(reason)`` adds a line saying what to do.
 
     ``keep_monitor=True`` returns ``(reply, ref)`` and leaves the caller's monitor ``ref``
     in place (a task supervisor hands it over to the task it starts).
@@ -90,12 +92,12 @@ def call(dest: Any, request: Any, timeout: float | None = DEFAULT_TIMEOUT, *,
     try:
         return gen_server.call(target, request, timeout, keep_monitor=keep_monitor)
     except TimeoutError:
-        text = describe or f"call({describe_dest(target)}, {request!r:.200})"
+        text = _call_text(target, request, describe)
         raise CallTimeout(text, timeout if timeout is not None else 0.0,
                           hint(("timeout",)) if hint else "") from None
     except gen_server.Down as down:
         reason = down.reason
-    text = describe or f"call({describe_dest(target)}, {request!r:.200})"
+    text = _call_text(target, request, describe)
     extra = hint(reason) if hint else ""
     node = _node_of(target)
     if reason == P.NOCONNECTION and node != pids.local_node():
@@ -104,6 +106,12 @@ def call(dest: Any, request: Any, timeout: float | None = DEFAULT_TIMEOUT, *,
                      "first with Node.start('alex')") + (f"\n{extra}" if extra else "")
         raise CallNoConnection(text, node, extra)
     raise CallError(text, reason, extra)
+
+
+def _call_text(target: Dest, request: Any, describe: str | Callable[[], str] | None) -> str:
+    if callable(describe):
+        return describe()
+    return describe or f"call({describe_dest(target)}, {request!r:.200})"
 
 
 class ModuleLike(type):

@@ -331,11 +331,12 @@ def _start_task(supervisor: Any, payload: tuple, *, link: bool, shutdown: Any, w
     me = P.self()
     tag = make_ref()
     mode = "link" if link else "monitor"
+    # The call's text is made only if it fails: every task would pay ~1 us for it.
     (_, pid), ref = server.call(
         target, ("start_task", _encode(target, payload), mode, me, tag, "temporary",
                  shutdown),
-        START_TASK_TIMEOUT, describe=_describe_call(target, payload, what), hint=_hint(target),
-        keep_monitor=True)
+        START_TASK_TIMEOUT, describe=lambda: _describe_call(target, payload, what),
+        hint=_hint(target), keep_monitor=True)
     # ``ref`` was our monitor of the supervisor; the supervisor made it our monitor of the
     # task (and linked us to it) before it answered.
     return Task(pid, ref, me, shipping.describe(payload), tag)
