@@ -75,7 +75,7 @@ from typing import TYPE_CHECKING, Any
 from nodelab.dist import beam_link as bl
 from nodelab.dist import erlang_handshake as eh
 from nodelab.dist import shipment
-from nodelab.dist.term_format import Atom, ImproperList, TermEncodeError
+from nodelab.dist.term_format import Atom, ImproperList, TermEncodeError, encode_dist_frame
 from nodelab.errors import ProcessExit
 from nodelab.runtime import processes as P
 from nodelab.runtime.pids import Pid, Ref
@@ -170,7 +170,18 @@ def beam_name(name: str) -> Atom:
     -> ``echo``. Names that are already atoms go as they are."""
     if isinstance(name, Atom):
         return name
-    return module_atom(name) if name else Atom(name)
+    # Every send to a name asks: the answers are remembered (a name's spelling never
+    # changes), in a table emptied when full so that a flood of names cannot grow it.
+    atom = _BEAM_NAMES.get(name)
+    if atom is None:
+        atom = module_atom(name) if name else Atom(name)
+        if len(_BEAM_NAMES) >= 4096:
+            _BEAM_NAMES.clear()
+        _BEAM_NAMES[name] = atom
+    return atom
+
+
+_BEAM_NAMES: dict[str, Atom] = {}
 
 
 def local_name(name: str) -> str:
@@ -240,8 +251,8 @@ class BeamPeer:
         self._info_calls: dict[Ref, Pid] = {}
         self.link = bl.BeamLink(
             sock, result, dist.full_name, dist.creation or 0, on_event=self._on_event,
-            on_down=self._on_down, tick_time=max(dist.tick_time, BEAM_NET_TICKTIME),
-            tick_interval=dist.tick_time / 4)
+            on_send=_deliver, on_down=self._on_down,
+            tick_time=max(dist.tick_time, BEAM_NET_TICKTIME), tick_interval=dist.tick_time / 4)
         self.reader = self.link.reader
 
     @property
@@ -268,10 +279,13 @@ class BeamPeer:
     # --- out ------------------------------------------------------------------------------
 
     def _send(self, event: bl.Event) -> bool:
-        # Encoded before the critical section: a TermEncodeError reaches the sender and
-        # nothing is written. The write itself is never cut in two by an exit signal.
         control, message = event.to_wire()
-        frame = bl.encode_frame(bl.Unknown(control, message))
+        return self._write(encode_dist_frame(control, message))
+
+    def _write(self, frame: bytes) -> bool:
+        # The frame is encoded before the critical section: a TermEncodeError reaches the
+        # sender and nothing is written. The write itself is never cut in two by an exit
+        # signal.
         token = P.enter_critical()
         try:
             self.link.write_frame(frame)
@@ -282,12 +296,18 @@ class BeamPeer:
             P.leave_critical(token)
 
     def send(self, pid: Pid, message: Any) -> bool:
-        message = erlang_message(self._alias_tag(message))
-        return self._send(bl.Unknown((bl.SEND, Atom(""), pid), message))
+        # The frame of a SEND is written here without an event: the same control message
+        # that bl.Unknown((SEND, '', pid), message).to_wire() gives.
+        if type(message) is tuple and message and isinstance(message[0], str):
+            message = erlang_message(self._alias_tag(message))
+        return self._write(encode_dist_frame((bl.SEND, _NO_SENDER, pid), message))
 
     def send_named(self, name: str, message: Any, sender: Pid) -> bool:
-        message = erlang_message(self._alias_tag(message))
-        return self._send(bl.RegSend(sender, beam_name(name), message))
+        # bl.RegSend(sender, beam_name(name), message)'s control message, without the event.
+        if type(message) is tuple and message and isinstance(message[0], str):
+            message = erlang_message(self._alias_tag(message))
+        return self._write(encode_dist_frame(
+            (bl.REG_SEND, sender, _NO_SENDER, beam_name(name)), message))
 
     def _alias_tag(self, message: Any) -> Any:
         # A call's ``(caller, ref)`` goes out as OTP 24+'s ``{caller, [alias | ref]}``: the
@@ -464,6 +484,14 @@ class BeamPeer:
             if linked and isinstance(result, Pid):
                 self._reply(bl.Exit(event.to_pid, result, Atom("noproc")))
 
+
+def _deliver(pid: Pid, message: Any) -> None:
+    # The link's on_send: a plain send to a pid, as _on_send delivers a Send event.
+    P.deliver(pid.serial, pid.creation, message)
+
+
+#: The empty atom: the "no sender" of a SEND's control message and REG_SEND's unused field.
+_NO_SENDER = Atom("")
 
 _HANDLERS = {
     bl.Send: BeamPeer._on_send,

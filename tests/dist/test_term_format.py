@@ -1051,3 +1051,44 @@ def _send_until_gone(link, event) -> None:
             link.send_event(event)
     except OSError:
         return
+
+
+def test_a_beam_peers_sends_write_the_frames_of_their_events() -> None:
+    """BeamPeer.send and send_named write their frames without building an event: the bytes
+    are those of the events they stand for (SEND with no sender, REG_SEND), a call's tag
+    included, for plain messages, the runtime's Erlang-spelled heads and atoms alike."""
+    from nodelab.dist import beam_link as bl
+    from nodelab.dist import beam_peer as bp
+    from nodelab.runtime.pids import Pid, Ref
+
+    link, b, events, downs, arrived = _beam_link_pair()
+    peer = bp.BeamPeer.__new__(bp.BeamPeer)  # a BeamPeer around this link, no node needed
+    peer.peer, peer.link, peer._aliases, peer._info_calls = "kate@localhost", link, {}, {}
+    try:
+        kate, me = Pid("kate@localhost", 5, 3), Pid("py@localhost", 7, 2)
+        ref = Ref("py@localhost", (1, 2, 3), 2)
+        messages = [(me, Atom("ping")), "text", None, ("m", 1), ("io_reply", ref, "ok"),
+                    ("$gen_call", (me, ref), ("get", 1)), ("$gen_cast", "x"), [1, 2], ()]
+        expected = []
+        for i, message in enumerate(messages):
+            link.last_send = 0.0  # every frame straight out: the test reads them in order
+            if i % 2:
+                name = "Chat.Server" if i % 4 == 1 else "echo"
+                assert peer.send_named(name, message, me)
+                expected.append(bl.RegSend(me, bp.beam_name(name), bp.erlang_message(message)))
+            else:
+                assert peer.send(kate, message)
+                expected.append(bl.Unknown((bl.SEND, Atom(""), kate),
+                                           bp.erlang_message(message)))
+        got = _read_frames(b, len(messages))
+        # The call went out as OTP 24+'s {caller, [alias | ref]}, and its alias is waiting.
+        assert peer._aliases == {ref: me}
+        tag = ImproperList([Atom("alias")], ref)
+        expected[5] = bl.RegSend(me, Atom("Elixir.Chat.Server"),
+                                 (Atom("$gen_call"), (me, tag), ("get", 1)))
+        assert got == [bl.encode_frame(event)[4:] for event in expected]
+        assert bp.beam_name("Chat.Server") == "Elixir.Chat.Server"
+        assert type(bp.beam_name("echo")) is Atom and bp.beam_name("") == Atom("")
+    finally:
+        link.close()
+        b.close()
