@@ -965,10 +965,21 @@ def _dec_small_tuple(data: bytes, pos: int, depth: int,
     pos += 1
     if count > len(data) - pos:
         raise _too_many(count, "a tuple")
-    items = []
-    append = items.append
     decoders = _DECODERS
     depth -= 1
+    # Pairs and triples written out: nearly every tuple between nodes is one (a control
+    # message, {pid, msg}, {tag, value}), and the loop's list costs more than its elements.
+    if count == 2:
+        first, pos = decoders[data[pos]](data, pos + 1, depth, refs)
+        second, pos = decoders[data[pos]](data, pos + 1, depth, refs)
+        return (first, second), pos
+    if count == 3:
+        first, pos = decoders[data[pos]](data, pos + 1, depth, refs)
+        second, pos = decoders[data[pos]](data, pos + 1, depth, refs)
+        third, pos = decoders[data[pos]](data, pos + 1, depth, refs)
+        return (first, second, third), pos
+    items = []
+    append = items.append
     for _ in range(count):
         item, pos = decoders[data[pos]](data, pos + 1, depth, refs)
         append(item)

@@ -443,6 +443,8 @@ def test_every_truncation_of_a_term_is_refused() -> None:
 @pytest.mark.parametrize(("opening", "closing"), [
     (b"l\x00\x00\x00\x01", b"j"),  # [[[...]]]: each list ends in its own NIL
     (b"h\x01", b""),  # {{{...}}}
+    (b"h\x02a\x01", b""),  # {1, {1, ...}}: pairs and triples are decoded without the loop
+    (b"h\x03a\x01a\x02", b""),  # {1, 2, {1, 2, ...}}
     (b"t\x00\x00\x00\x01a\x01", b""),  # %{1 => %{1 => ...}}
 ])
 def test_deep_nesting_is_refused_without_a_recursion_error(opening: bytes, closing: bytes) -> None:
