@@ -75,7 +75,14 @@ from typing import TYPE_CHECKING, Any
 from nodelab.dist import beam_link as bl
 from nodelab.dist import erlang_handshake as eh
 from nodelab.dist import shipment
-from nodelab.dist.term_format import Atom, ImproperList, TermEncodeError, encode_dist_frame
+from nodelab.dist.term_format import (
+    Atom,
+    ImproperList,
+    TermEncodeError,
+    encode_dist_frame,
+    encode_dist_frame_after,
+    encode_dist_message,
+)
 from nodelab.errors import ProcessExit
 from nodelab.runtime import processes as P
 from nodelab.runtime.pids import Pid, Ref
@@ -249,6 +256,10 @@ class BeamPeer:
         self._aliases: dict[Ref, Pid] = {}
         #: ``Process.info`` of the peer's pids waiting for rex's answer: alias -> asker.
         self._info_calls: dict[Ref, Pid] = {}
+        #: The encoded control message (``112 | 131 control``) of a send to each pid, or
+        #: to each (sender, name): the same for every message to it. Bounded like the
+        #: codec's caches.
+        self._heads: dict[Any, bytes] = {}
         self.link = bl.BeamLink(
             sock, result, dist.full_name, dist.creation or 0, on_event=self._on_event,
             on_send=_deliver, on_down=self._on_down,
@@ -297,17 +308,30 @@ class BeamPeer:
 
     def send(self, pid: Pid, message: Any) -> bool:
         # The frame of a SEND is written here without an event: the same control message
-        # that bl.Unknown((SEND, '', pid), message).to_wire() gives.
+        # that bl.Unknown((SEND, '', pid), message).to_wire() gives, encoded once per pid.
         if type(message) is tuple and message and isinstance(message[0], str):
             message = erlang_message(self._alias_tag(message))
-        return self._write(encode_dist_frame((bl.SEND, _NO_SENDER, pid), message))
+        head = self._heads.get(pid)
+        if head is None:
+            head = self._head(pid, (bl.SEND, _NO_SENDER, pid))
+        return self._write(encode_dist_frame_after(head, message))
 
     def send_named(self, name: str, message: Any, sender: Pid) -> bool:
-        # bl.RegSend(sender, beam_name(name), message)'s control message, without the event.
+        # bl.RegSend(sender, beam_name(name), message)'s frame, without the event.
         if type(message) is tuple and message and isinstance(message[0], str):
             message = erlang_message(self._alias_tag(message))
-        return self._write(encode_dist_frame(
-            (bl.REG_SEND, sender, _NO_SENDER, beam_name(name)), message))
+        key = (sender, name)
+        head = self._heads.get(key)
+        if head is None:
+            head = self._head(key, (bl.REG_SEND, sender, _NO_SENDER, beam_name(name)))
+        return self._write(encode_dist_frame_after(head, message))
+
+    def _head(self, key: Any, control: tuple) -> bytes:
+        head = encode_dist_message(control)
+        if len(self._heads) >= 4096:
+            self._heads.clear()
+        self._heads[key] = head
+        return head
 
     def _alias_tag(self, message: Any) -> Any:
         # A call's ``(caller, ref)`` goes out as OTP 24+'s ``{caller, [alias | ref]}``: the

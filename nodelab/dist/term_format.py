@@ -123,6 +123,7 @@ __all__ = [
     "encode",
     "encode_body",
     "encode_dist_frame",
+    "encode_dist_frame_after",
     "encode_dist_message",
 ]
 
@@ -1463,6 +1464,22 @@ def encode_dist_frame(control: tuple, message: Any = NO_MESSAGE) -> bytes:
     into the same buffer (no second copy of the body to put the length in front)."""
     out = bytearray(b"\0\0\0\0p\x83")
     _encode_parts(control, message, out)
+    _U32.pack_into(out, 0, len(out) - 4)
+    return bytes(out)
+
+
+def encode_dist_frame_after(head: bytes, message: Any) -> bytes:
+    """:func:`encode_dist_frame` for a control message encoded already: ``head`` is
+    ``encode_dist_message(control)``. The control message of a send repeats for every
+    message to the same process, so a sender can keep its bytes and encode only ``message``.
+    """
+    out = bytearray(b"\0\0\0\0")
+    out += head
+    out.append(VERSION)
+    try:
+        (_ENCODERS.get(type(message)) or _encoder_for(message))(message, out, MAX_DEPTH)
+    except (struct.error, RecursionError) as exc:
+        raise _encode_failure(exc) from None
     _U32.pack_into(out, 0, len(out) - 4)
     return bytes(out)
 

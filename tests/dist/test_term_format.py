@@ -1066,6 +1066,7 @@ def test_a_beam_peers_sends_write_the_frames_of_their_events() -> None:
     link, b, events, downs, arrived = _beam_link_pair()
     peer = bp.BeamPeer.__new__(bp.BeamPeer)  # a BeamPeer around this link, no node needed
     peer.peer, peer.link, peer._aliases, peer._info_calls = "kate@localhost", link, {}, {}
+    peer._heads = {}
     try:
         kate, me = Pid("kate@localhost", 5, 3), Pid("py@localhost", 7, 2)
         ref = Ref("py@localhost", (1, 2, 3), 2)
