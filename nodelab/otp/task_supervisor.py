@@ -419,11 +419,14 @@ class _TaskSupervisor(gen_server.Server):
         if kind == "start_task":
             _, payload, mode, owner, tag, restart, shutdown = request
             pid = self.start(_Child(payload, restart, shutdown))
-            if mode in ("link", "monitor"):
-                P.hand_over_monitor(caller[1], owner, pid, link=mode == "link")
             # Reply first, then hand over the job: the reply (and the link) are then
-            # ahead of anything the task sends the caller, on the same connection.
-            gen_server.reply(caller, ("ok", pid))
+            # ahead of anything the task sends the caller, on the same connection. The
+            # reply leaves with the link, in one frame, to a caller of another node.
+            if mode in ("link", "monitor"):
+                P.hand_over_monitor(caller[1], owner, pid, link=mode == "link",
+                                    then_send=(caller[0], (caller[1], ("ok", pid))))
+            else:
+                gen_server.reply(caller, ("ok", pid))
             P.send(pid, (JOB, payload, owner, tag, "reply" if owner else "noreply", caller[1]))
             # The next spare is started when a task ends (below), not now: now this task
             # needs the interpreter more than a thread that nobody waits for yet.

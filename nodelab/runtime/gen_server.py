@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from nodelab.errors import NodelabError, ProcessExit
+from nodelab.errors import ProcessExit
 from nodelab.runtime import processes as P
 from nodelab.runtime.pids import Pid, Ref
 
@@ -95,12 +95,12 @@ def call(dest: Pid | str | tuple[str, str], request: Any, timeout: float | None,
     (the monitor is gone in both cases). ``keep_monitor=True`` returns ``(reply, ref)`` and
     leaves the caller's monitor ``ref`` on ``dest`` in place.
     """
-    ref = P.monitor(dest)
     me = P.self()
-    try:
-        P.send(dest, (IO_REQUEST, me, ref, request) if io else (CALL, (me, ref), request))
-    except NodelabError:
-        pass  # a local name nobody holds: the monitor has already queued DOWN "noproc"
+    # The monitor first, then the request (to another node: both in one frame).
+    if io:
+        ref = P.monitor(dest, lambda ref: (IO_REQUEST, me, ref, request))
+    else:
+        ref = P.monitor(dest, lambda ref: (CALL, (me, ref), request))
     try:
         value = await_reply(ref, ref, timeout, head=IO_REPLY if io else None)
     except TimeoutError:

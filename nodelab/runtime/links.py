@@ -7,8 +7,10 @@ transport; a node that goes down counts as ``"noconnection"`` for both.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from nodelab.errors import NodelabError
 from nodelab.runtime import _kill, pids
 from nodelab.runtime._table import current, lookup, runtime
 from nodelab.runtime.exits import NOCONNECTION, NOPROC, deliver_exit
@@ -73,24 +75,47 @@ def exit_from(pid: Pid, reason: Any) -> None:
         _kill.leave(token)
 
 
-def monitor(target: Pid | str | tuple[str, str]) -> Ref:
+def monitor(target: Pid | str | tuple[str, str],
+            then_send: Callable[[Ref], Any] | None = None) -> Ref:
     """Watch ``target`` (a PID, a registered name, or ``(name, node)``) without a link.
 
     When it ends, the caller receives ``("DOWN", ref, "process", pid, reason)``; for a
     process that does not exist the reason is ``"noproc"``, and for one on a node that
     cannot be reached, ``"noconnection"``.
+
+    ``then_send(ref)``, if given, is a message sent to ``target`` once it is watched (a
+    call and its monitor): to another node, the monitor and the message leave in one frame.
+    A local name nobody holds is sent nothing (its DOWN ``"noproc"`` is already queued).
     """
     me = current()
     _kill.check(me)
     token = _kill.enter(me)
     try:
-        return _monitor(me, target)
+        ref = _monitor(me, target, then_send)
     finally:
         _kill.leave(token)
+    return ref
 
 
-def _monitor(me: Any, target: Pid | str | tuple[str, str]) -> Ref:
+def _monitor(me: Any, target: Pid | str | tuple[str, str],
+             then_send: Callable[[Ref], Any] | None = None) -> Ref:
     ref = make_ref()
+    if then_send is None:
+        return _watch(me, ref, target)
+    message = then_send(ref)
+    if isinstance(target, tuple) and target[1] != pids.local_node():
+        return _monitor_remote(me, ref, target[1], target, (target[0], message))
+    if type(target) is Pid and not target.is_local:
+        return _monitor_remote(me, ref, target.node, target, (target, message))
+    _watch(me, ref, target)  # a local target: watched first, then sent to
+    try:
+        send(target, message)
+    except NodelabError:
+        pass  # a local name nobody holds: the monitor has already queued DOWN "noproc"
+    return ref
+
+
+def _watch(me: Any, ref: Ref, target: Pid | str | tuple[str, str]) -> Ref:
     if isinstance(target, tuple):
         name, node = target
         if node != pids.local_node():
@@ -114,13 +139,28 @@ def _monitor(me: Any, target: Pid | str | tuple[str, str]) -> Ref:
     return ref
 
 
-def _monitor_remote(me: Any, ref: Ref, node: str, target: Any) -> Ref:
+def _monitor_remote(me: Any, ref: Ref, node: str, target: Any,
+                    then: tuple[Pid | str, Any] | None = None) -> Ref:
     me.watching[ref] = target
     dist = current_transport()
-    if dist is None or not dist.control(node, ("monitor", me.pid, target, ref), connect=True):
+    op = ("monitor", me.pid, target, ref)
+    if then is None:
+        sent = dist is not None and dist.control(node, op, connect=True)
+    else:
+        _trace(me, target, then[1])
+        sent = dist is not None and dist.control_then_send(node, op, then[0], then[1], me.pid)
+    if not sent:
         me.watching.pop(ref, None)
         me.mailbox.put(("DOWN", ref, "process", target, NOCONNECTION))
     return ref
+
+
+def _trace(me: Any, dest: Any, message: Any) -> None:
+    # What send() tells the tracer (the %%sequence pictures), for a message that leaves
+    # with a control signal instead of through send().
+    tracer = runtime.tracer
+    if tracer is not None:
+        tracer(me.pid, dest, message)
 
 
 def demonitor(ref: Ref, *, flush: bool = False) -> bool:
@@ -166,7 +206,8 @@ def forget_watcher(ref: Ref) -> None:
     current().watchers.pop(ref, None)
 
 
-def hand_over_monitor(ref: Ref, owner: Pid, to: Pid, *, link: bool) -> None:
+def hand_over_monitor(ref: Ref, owner: Pid, to: Pid, *, link: bool,
+                      then_send: tuple[Pid, Any] | None = None) -> None:
     """Make ``owner``'s monitor ``ref`` of the caller a monitor of ``to`` instead, and link
     ``to`` and ``owner`` when ``link`` — before ``to`` runs any code.
 
@@ -175,6 +216,9 @@ def hand_over_monitor(ref: Ref, owner: Pid, to: Pid, *, link: bool) -> None:
     ``("DOWN", ref, "process", to, reason)``, and a lost node still reaches it as
     ``noconnection``, because the caller's end watches this node. The link is what
     ``link(owner)`` from the task would do.
+
+    ``then_send=(dest, message)`` is sent right after (the supervisor's reply): when the
+    link goes to another node and ``dest`` lives there, in the same frame as the link.
     """
     me = current()
     token = _kill.enter(me)
@@ -184,23 +228,35 @@ def hand_over_monitor(ref: Ref, owner: Pid, to: Pid, *, link: bool) -> None:
         if task is None:
             # Killed a moment ago (by hand): what a monitor of a dead process says.
             send(owner, ("DOWN", ref, "process", to, NOPROC))
-            return
-        task.watchers[ref] = owner
-        if not link:
-            return
-        task.links.add(owner)
-        if owner.is_local:
-            holder = lookup(owner)
-            if holder is not None:
-                holder.links.add(to)
-            else:
-                deliver_exit(task, owner, NOPROC, linked=True)
         else:
-            # Sent before the caller's reply, on the same connection: the owner's node
-            # records the link before it can see anything from the task.
-            control(owner.node, ("link", to, owner), connect=False)
+            task.watchers[ref] = owner
+            if link:
+                task.links.add(owner)
+                if owner.is_local:
+                    holder = lookup(owner)
+                    if holder is not None:
+                        holder.links.add(to)
+                    else:
+                        deliver_exit(task, owner, NOPROC, linked=True)
+                else:
+                    # Sent before the caller's reply, on the same connection (or with it,
+                    # in one frame): the owner's node records the link before it can see
+                    # anything from the task.
+                    op = ("link", to, owner)
+                    dest = then_send[0] if then_send is not None else None
+                    if type(dest) is Pid and dest.node == owner.node:
+                        _trace(me, dest, then_send[1])
+                        dist = current_transport()
+                        if dist is not None:
+                            dist.control_then_send(owner.node, op, dest, then_send[1], me.pid,
+                                                   connect=False)
+                        then_send = None
+                    else:
+                        control(owner.node, op, connect=False)
     finally:
         _kill.leave(token)
+    if then_send is not None:
+        send(*then_send)
 
 
 def watch_node(node: str) -> Ref:

@@ -38,6 +38,12 @@ class Transport(Protocol):
         """Send a control operation (link, exit, monitor, down, ...); False if it cannot go."""
         ...
 
+    def control_then_send(self, node: str, op: tuple, dest: Pid | str, message: Any,
+                          sender: Pid, *, connect: bool = True) -> bool:
+        """``control(node, op)`` and then a send of ``message`` to ``dest`` (a PID or a name
+        registered on ``node``), in that order and together; False if they cannot go."""
+        ...
+
     def request(self, node: str, op_builder: Callable[[Ref, Pid], tuple], timeout: float) -> Any:
         """Send ``op_builder(ref, caller)`` and wait for the reply tagged ``ref``; raises
         ``ConnectionError`` when the node cannot be reached or goes down first."""

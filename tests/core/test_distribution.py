@@ -211,3 +211,51 @@ def test_spawn_by_module_function_and_args(alex, start_peer, cell_output) -> Non
     ref = monitor(pid)
     receive(("DOWN", ref, ANY, ANY, ANY), timeout=5)
     assert cell_output == ["Hi, my name is Kate\n"]
+
+
+TASKS_ON_KATE = (
+    "from nodelab.otp import TaskSupervisor\n"
+    "TaskSupervisor.start_link(name='Kate.TaskSupervisor')\n"
+)
+
+
+def test_a_remote_call_sends_its_monitor_and_request_in_one_frame(alex, start_peer,
+                                                                  trapping) -> None:
+    # gen_server.call watches the server, then sends the request: to another node, both
+    # signals leave in one frame (the peer applies the monitor, then delivers the call).
+    # The task supervisor answers with the link to the task and its reply in one frame
+    # too; the link is still recorded before anything of the task arrives.
+    from nodelab.dist import frames, shipment
+    from nodelab.otp import CallError, Task, TaskError, TaskSupervisor
+    from nodelab.otp import server as otp_server
+    from nodelab.runtime import processes as P
+
+    kate = start_peer("kate", eval=TASKS_ON_KATE)
+    supervisor = ("Kate.TaskSupervisor", kate.node)
+    assert Task.await_(TaskSupervisor.async_(supervisor, lambda: "warm")) == "warm"
+    conn = P.transport().connections[kate.node]
+    sent: list[tuple[int, bytes]] = []
+    send_frame = conn.send_frame
+
+    def recording(kind: int, body: bytes, **options):  # observes, and sends as before
+        if kind != frames.TICK:
+            sent.append((kind, body))
+        return send_frame(kind, body, **options)
+
+    conn.send_frame = recording
+    try:
+        assert Task.await_(TaskSupervisor.async_(supervisor, lambda: 6 * 7)) == 42
+    finally:
+        del conn.send_frame
+    assert len(sent) == 1 and sent[0][0] == frames.DATA
+    then, op, dest, request = shipment.loads(sent[0][1])
+    assert (then, op[0], op[2], dest) == ("then", "monitor", supervisor, "Kate.TaskSupervisor")
+    assert shipment.loads(request)[0] == "$gen_call"
+
+    crashing = TaskSupervisor.async_(supervisor, lambda: 1 / 0)
+    with pytest.raises(TaskError, match="ZeroDivisionError"):
+        Task.await_(crashing)
+    _, _, reason = receive(("EXIT", crashing.pid, ANY), timeout=5)  # the link held
+    assert isinstance(reason, Crash) and reason.kind == "ZeroDivisionError"
+    with pytest.raises(CallError, match="no process"):
+        otp_server.call(("Nobody.Here", kate.node), ("children",), 5)
