@@ -1415,7 +1415,15 @@ def decode_dist_message(data: bytes | bytearray | memoryview,
     if len(data) > 3 and data[0] == PASS_THROUGH and data[1] == VERSION \
             and data[2] != COMPRESSED:
         try:
-            control, pos = _DECODERS[data[2]](data, 3, MAX_DEPTH, None)
+            if data[2] == SMALL_TUPLE_EXT and data[3] == 3 and data[4] == SMALL_INTEGER_EXT:
+                # {Op, A, B} with a small Op: SEND_SENDER, LINK... (what _dec_small_tuple
+                # would do, two calls fewer)
+                decoders = _DECODERS
+                first, pos = decoders[data[6]](data, 7, MAX_DEPTH - 1, None)
+                second, pos = decoders[data[pos]](data, pos + 1, MAX_DEPTH - 1, None)
+                control = (data[5], first, second)
+            else:
+                control, pos = _DECODERS[data[2]](data, 3, MAX_DEPTH, None)
             if pos == len(data):
                 return control, None
             if data[pos] == VERSION and data[pos + 1] != COMPRESSED:
