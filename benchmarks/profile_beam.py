@@ -13,9 +13,9 @@ same peer as ``run.py``'s rows 1b, 1c, 2b). It measures, in this order:
    it; this node's CPU per round trip beside it;
 3. **a yappi profile of each** (CPU clock, every thread of this process, builtins included):
    each function's own time (``tsub``) and calls per round trip, the top ``--top``;
-4. **the steps on their own** (us per message, fastest of 7 batches): the frame decode,
-   event building, encode, with the library's own functions on the frames a round trip
-   carries.
+4. **the steps on their own** (us per message, fastest of 7 batches): the frame decode and
+   encode as the link and ``BeamPeer`` do them, on the frames a round trip carries (the
+   older API where a tree has no newer one, so that the script runs on an older tree too).
 
 yappi's hooks inflate every Python call (roughly 2x here), so read its table for the *shape*
 (which calls, how many per round trip) and step 1's unprofiled CPU for the size.
@@ -111,19 +111,28 @@ def micro(n: int = 20_000) -> dict[str, float]:
     cache = tf.AtomCache()
     timed("1c in: decode_dist_message (SEND_SENDER, {pid, :ping})",
           lambda: tf.decode_dist_message(frame_1c, cache))
-    timed("1c in: decode_frame -> Send event", lambda: bl.decode_frame(frame_1c, cache))
-    timed("1b in: decode_frame -> Send event (:ping)", lambda: bl.decode_frame(frame_1b, cache))
-    event = bl.decode_frame(frame_1c, cache)
-    timed("in: is_auth_call + isinstance (link._dispatch's checks)",
-          lambda: (bl.is_auth_call(event), isinstance(event, (bl.Monitor, bl.Demonitor))))
-    timed("1c out: erlang_message + encode_frame(SEND {:'', pid}, :ping)",
+    timed("1b in: decode_dist_message (SEND_SENDER, :ping)",
+          lambda: tf.decode_dist_message(frame_1b, cache))
+    timed("1c in: decode_frame -> Send event (the event API)",
+          lambda: bl.decode_frame(frame_1c, cache))
+    if hasattr(bl, "decode_parts"):  # what the reader does since the link's on_send
+        timed("1c in: decode_parts (the reader's step, no event)",
+              lambda: bl.decode_parts(frame_1c, cache))
+    timed("1c out: the frame of SEND :ping, as BeamPeer.send makes it",
           lambda: bl.encode_frame(bl.Unknown((bl.SEND, tf.Atom(""), beam),
                                              bp.erlang_message(ping))))
-    timed("1b out: erlang_message + RegSend + encode_frame ({pid, :ping})",
+    timed("1b out: the frame of REG_SEND {pid, :ping}, as BeamPeer.send_named makes it",
           lambda: bl.encode_frame(bl.Unknown(*bl.RegSend(
               me, bp.beam_name("bench_echo"), bp.erlang_message((me, ping))).to_wire())))
-    timed("encode_dist_message alone (SEND, :ping)",
-          lambda: tf.encode_dist_message((bl.SEND, tf.Atom(""), beam), ping))
+    if hasattr(tf, "encode_dist_frame_after"):  # BeamPeer keeps a send's control message
+        head_1c = tf.encode_dist_message((bl.SEND, tf.Atom(""), beam))
+        head_1b = tf.encode_dist_message((bl.REG_SEND, me, tf.Atom(""), tf.Atom("bench_echo")))
+        out.pop("1c out: the frame of SEND :ping, as BeamPeer.send makes it")
+        out.pop("1b out: the frame of REG_SEND {pid, :ping}, as BeamPeer.send_named makes it")
+        timed("1c out: the frame of SEND :ping, as BeamPeer.send makes it",
+              lambda: tf.encode_dist_frame_after(head_1c, ping))
+        timed("1b out: the frame of REG_SEND {pid, :ping}, as BeamPeer.send_named makes it",
+              lambda: tf.encode_dist_frame_after(head_1b, (me, ping)))
     return out
 
 
