@@ -27,6 +27,7 @@ import marshal
 import pickle
 import re
 import sys
+import threading
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -82,6 +83,8 @@ def _rebuild_function(tag: str, magic: bytes, code_bytes: bytes, name: str, qual
     code = _codes.get(code_bytes)
     if code is None:
         code = marshal.loads(code_bytes)
+        if _lazy:
+            _complete_prelude_for(code)
         if len(code_bytes) <= _CODE_CACHE_BYTES:
             if len(_codes) >= _CODE_CACHE_SIZE:
                 _codes.clear()  # a bound, not a policy: a node runs a handful of functions
@@ -399,18 +402,91 @@ def run(payload: Any) -> Any:
 #: there without that node importing them first. The package chooses them from its public
 #: surface (``nodelab.PRELUDE``) and hands them down: they come from every layer, and this
 #: module sits below most of them.
+#:
+#: Some of them are *lazy*: given as a function that imports them (``Task`` and the other
+#: OTP names, ``Atom``), because a node kernel would otherwise import the OTP layer and the
+#: Erlang term codec before it is ready, for names most of its cells never use. A lazy name
+#: is imported the first time a namespace needs it: when a function shipped here names it
+#: (:func:`_rebuild_function`), when the owner of a deferred namespace says so (the kernel
+#: extension, before a cell that names it or before the first cell a person typed:
+#: :func:`complete_prelude`), or at once when :func:`install_prelude` fills a namespace that
+#: nobody completes later (a script's ``__main__``).
 _prelude: dict[str, Any] = {}
+_lazy: dict[str, Callable[[], Any]] = {}
+# Namespaces given their prelude before its lazy names were imported, by id (a namespace is
+# a dict, which cannot be weakly referenced; the dict is kept alive here, and there are one
+# or two per node: the kernel's or ``__main__``'s).
+_deferred: dict[int, dict[str, Any]] = {}
+# Namespaces whose owner completes them (see defer_prelude), by id.
+_completed_by_owner: dict[int, dict[str, Any]] = {}
+_prelude_lock = threading.RLock()
 
 
-def set_prelude(values: Mapping[str, Any]) -> None:
-    """Give the names and objects of the prelude (``nodelab`` does, on import)."""
-    _prelude.clear()
-    _prelude.update(values)
+def set_prelude(values: Mapping[str, Any], lazy: Mapping[str, Callable[[], Any]] | None = None
+                ) -> None:
+    """Give the names and objects of the prelude (``nodelab`` does, on import); ``lazy``
+    maps more names to functions that import and return them, called on first need."""
+    with _prelude_lock:
+        _prelude.clear()
+        _prelude.update(values)
+        _lazy.clear()
+        _lazy.update(lazy or {})
+
+
+def defer_prelude(namespace: dict[str, Any]) -> None:
+    """Promise that whoever owns ``namespace`` calls :func:`complete_prelude` before code it
+    runs could need a lazy name (a kernel: before each cell), so that :func:`install_prelude`
+    gives it the names at hand and leaves the lazy ones for later."""
+    with _prelude_lock:
+        _completed_by_owner[id(namespace)] = namespace
 
 
 def install_prelude(namespace: dict[str, Any]) -> None:
     """Add the prelude's names to ``namespace`` where it has none of its own."""
-    if not _prelude:
+    if not _prelude and not _lazy:
         raise RuntimeError("the prelude is not set: import nodelab first")
-    for name, value in _prelude.items():
-        namespace.setdefault(name, value)
+    with _prelude_lock:
+        for name, value in _prelude.items():
+            namespace.setdefault(name, value)
+        if not _lazy:
+            return
+        _deferred[id(namespace)] = namespace
+        if id(namespace) not in _completed_by_owner:
+            complete_prelude()
+
+
+def complete_prelude(names: Any = None) -> None:
+    """Import the lazy names of the prelude that ``names`` holds (every one when None) and
+    add them to each namespace that got its prelude without them."""
+    if not _lazy:  # everything is imported already: the common case, one check
+        return
+    with _prelude_lock:
+        wanted = [name for name in (_lazy if names is None else names) if name in _lazy]
+        for name in wanted:
+            _prelude[name] = _lazy[name]()  # an import that fails leaves the name lazy
+            del _lazy[name]
+        if not wanted:
+            return
+        for namespace in _deferred.values():
+            for name in wanted:
+                namespace.setdefault(name, _prelude[name])
+        if not _lazy:
+            _deferred.clear()
+
+
+def lazy_prelude_names() -> frozenset[str]:
+    """The names of the prelude not imported yet (empty once all of them are)."""
+    return frozenset(_lazy)
+
+
+def _complete_prelude_for(code: types.CodeType) -> None:
+    # A rebuilt function finds its globals in this node's namespace: the lazy names its code
+    # (or a function defined inside it) looks up must be there before it runs.
+    names: set[str] = set()
+    stack = [code]
+    while stack:
+        current = stack.pop()
+        names.update(current.co_names)
+        stack.extend(const for const in current.co_consts if type(const) is types.CodeType)
+    if not names.isdisjoint(_lazy):
+        complete_prelude(names)

@@ -50,6 +50,24 @@ def _before_cell(info: Any = None) -> None:
     _state["current"] = output
 
 
+def _complete_prelude(info: Any = None) -> None:
+    # The prelude's lazy names (Task, TaskSupervisor, Atom, ...: dist/shipment.py) are
+    # imported before the first cell a person runs, so that every cell finds the whole
+    # prelude as promised, and before any other cell (the node's own start-up code, sent
+    # without history) whose text names one — a superset of the names it looks up. A
+    # window kernel thus gets ready without importing the OTP layer.
+    lazy = shipment.lazy_prelude_names()
+    if not lazy:
+        return
+    if getattr(info, "store_history", False):
+        shipment.complete_prelude()
+        return
+    source = getattr(info, "raw_cell", None) or ""
+    named = [name for name in lazy if name in source]
+    if named:
+        shipment.complete_prelude(named)
+
+
 def _write_to_current_cell(stream: str, text: str) -> None:
     output = _state.get("current")
     if output is not None:
@@ -81,7 +99,12 @@ def load_ipython_extension(ipython: Any) -> None:
         # Started by a test run (nbval): behave as a learner's notebook, in the dev env.
         os.environ.pop("NODELAB_ENV", None)
     shipment.set_namespace_provider(lambda: ipython.user_ns)
+    shipment.defer_prelude(ipython.user_ns)  # completed by _complete_prelude, before cells
     shipment.install_prelude(ipython.user_ns)
+    ipython.events.register("pre_run_cell", _complete_prelude)
+    running = getattr(getattr(ipython, "displayhook", None), "exec_result", None)
+    if running is not None:  # loaded by a cell (%load_ext nodelab), whose hooks have run
+        _complete_prelude(getattr(running, "info", None))
     install_router()
     if _in_kernel(ipython):
         from . import windows
@@ -105,6 +128,8 @@ def _shutdown() -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
+    if _state["loaded"]:
+        ipython.events.unregister("pre_run_cell", _complete_prelude)
     if _state["loaded"] and _in_kernel(ipython):
         ipython.events.unregister("pre_run_cell", _before_cell)
         ipython.events.unregister("post_run_cell", _after_cell)
