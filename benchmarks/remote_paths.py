@@ -66,7 +66,8 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
         "shipment.py:build", "shipment.py:_ship", "shipment.py:reducer_override",
         "shipment.py:_function_reduction", "shipment.py:_findable_by_reference",
         "shipment.py:describe", "marshal.dumps", "Pickler.dump", "Pickler.__init__",
-        "BytesIO.getvalue", "'dump' of '_pickle.Pickler'")),
+        "BytesIO.getvalue", "'dump' of '_pickle.Pickler'", "shipment.py:_dumps_shipment",
+        "shipment.py:_marshalled", "shipment.py:__reduce_ex__", "shipment.py:__init__")),
     ("node name check (parse_node_name, ipaddress)", ("names.py:", "ipaddress.py:")),
     ("shipment: rebuild the function (loads, marshal, FunctionType)", (
         "shipment.py:_rebuild_function", "shipment.py:resolve", "shipment.py:run",
