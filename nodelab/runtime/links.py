@@ -148,7 +148,14 @@ def _monitor_remote(me: Any, ref: Ref, node: str, target: Any,
         sent = dist is not None and dist.control(node, op, connect=True)
     else:
         _trace(me, target, then[1])
-        sent = dist is not None and dist.control_then_send(node, op, then[0], then[1], me.pid)
+        try:
+            sent = dist is not None and dist.control_then_send(node, op, then[0], then[1],
+                                                               me.pid)
+        except BaseException:
+            # The message could not be encoded (raised in the sender's words): nothing
+            # left, so no monitor either.
+            me.watching.pop(ref, None)
+            raise
     if not sent:
         me.watching.pop(ref, None)
         me.mailbox.put(("DOWN", ref, "process", target, NOCONNECTION))

@@ -259,3 +259,11 @@ def test_a_remote_call_sends_its_monitor_and_request_in_one_frame(alex, start_pe
     assert isinstance(reason, Crash) and reason.kind == "ZeroDivisionError"
     with pytest.raises(CallError, match="no process"):
         otp_server.call(("Nobody.Here", kate.node), ("children",), 5)
+    # A request that cannot be encoded fails in the sender's words and leaves no monitor.
+    import threading
+
+    from nodelab.runtime._table import current
+
+    with pytest.raises(TypeError, match="cannot send"):
+        otp_server.call(supervisor, ("children", threading.Lock()), 5)
+    assert not current().watching
