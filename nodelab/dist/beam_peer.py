@@ -70,6 +70,7 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
+import threading
 from typing import TYPE_CHECKING, Any
 
 from nodelab.dist import beam_link as bl
@@ -487,17 +488,26 @@ class BeamPeer:
         linked = "link" in event.options
         monitored = "monitor" in event.options
         flags = 0
+        # The new process waits at this gate until its SPAWN_REPLY is written: the BEAM
+        # sends a spawn's reply before any signal of the new process, and OTP takes a DOWN
+        # or an exit of it that comes first (a function that fails at once, e.g. undef) as
+        # a broken connection (the caller saw noconnection). The monitor is in place before
+        # the process runs, too.
+        gate = threading.Event()
         try:
-            pid = P.spawn_for_peer(fn, fn_args, group_leader=event.group_leader,
+            pid = P.spawn_for_peer(_after, (gate, fn, fn_args), group_leader=event.group_leader,
                                    link_to=event.from_pid if linked else None)
         except Exception:  # noqa: BLE001 - the BEAM gets an atom saying why
             self._reply(bl.SpawnReply(event.req_id, event.from_pid, 0, Atom("system_limit")))
             return
-        if linked:
-            flags |= bl.SPAWN_REPLY_LINKED
-        if monitored and P.add_remote_monitor(event.from_pid, pid, event.req_id):
-            flags |= bl.SPAWN_REPLY_MONITORED
-        self._reply(bl.SpawnReply(event.req_id, event.from_pid, flags, pid))
+        try:
+            if linked:
+                flags |= bl.SPAWN_REPLY_LINKED
+            if monitored and P.add_remote_monitor(event.from_pid, pid, event.req_id):
+                flags |= bl.SPAWN_REPLY_MONITORED
+            self._reply(bl.SpawnReply(event.req_id, event.from_pid, flags, pid))
+        finally:
+            gate.set()
 
     def _on_spawn_reply(self, event: bl.SpawnReply) -> None:
         result: Any = event.result
@@ -507,6 +517,13 @@ class BeamPeer:
         if not P.spawn_reply(event.to_pid, event.req_id, result, linked=linked):
             if linked and isinstance(result, Pid):
                 self._reply(bl.Exit(event.to_pid, result, Atom("noproc")))
+
+
+def _after(gate: threading.Event, fn: Any, args: tuple) -> Any:
+    # A process spawned for a BEAM peer: it starts once its SPAWN_REPLY is out (see
+    # _on_spawn_request, which opens the gate right after writing it).
+    gate.wait()
+    return fn(*args)
 
 
 def _deliver(pid: Pid, message: Any) -> None:

@@ -410,6 +410,18 @@ def test_the_beam_spawns_python_and_the_print_lands_on_kate(kate: BeamNode) -> N
     assert got.startswith("{:undef, ")
 
 
+def test_a_spawn_that_fails_at_once_is_answered_before_its_down(kate: BeamNode) -> None:
+    """The BEAM sends a spawn's SPAWN_REPLY before any signal of the new process; a DOWN
+    that comes first breaks the connection (noconnection). A function that fails at once
+    races its own reply unless the process waits for it: 100 in a row must all say undef."""
+    install_router()
+    got = kate.eval(
+        f'Enum.map(1..100, fn _ -> {{p, ref}} = Node.spawn_monitor(:"{ALEX}", :greeter, :nope, '
+        '[1]); receive do {:DOWN, ^ref, :process, ^p, r} -> r after 3000 -> :none end end) '
+        '|> Enum.uniq()', timeout=60)
+    assert got == "[undef: [{:greeter, :nope, [1], []}]]"  # one distinct reason: undef
+
+
 def test_python_spawns_on_the_beam_and_the_print_lands_in_the_callers_leader(
         kate: BeamNode, inbox: None) -> None:
     leader, written = collecting_leader()
