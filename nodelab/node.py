@@ -177,13 +177,26 @@ class Node:
 
     @staticmethod
     def ping(node: str) -> str:
-        """``"pong"`` when ``node`` answers (connecting if needed), else ``"pang"``."""
+        """``"pong"`` when ``node`` answers (connecting if needed), else ``"pang"``.
+
+        Like ``net_adm:ping``, a ping is a question the other node answers, not only a
+        connection: once it returns ``"pong"``, ``node`` has this node in its own
+        ``Node.list()`` too. A node that does not answer within ``tick_time`` seconds (it
+        is connected, but stopped or hung) is ``"pang"``.
+        """
         dist = _distribution()
         if dist is None:
             return "pang"
         if node == dist.full_name:
             return "pong"
-        return "pong" if dist.connection(node) is not None else "pang"
+        if dist.connection(node) is None:
+            return "pang"
+        try:
+            answer = dist.request(node, lambda ref, caller: ("ping", ref, caller),
+                                  dist.tick_time, head=None)
+        except (ConnectionError, TimeoutError):
+            return "pang"
+        return "pong" if answer == "yes" else "pang"
 
     @staticmethod
     def set_cookie(node_or_cookie: str, cookie: str | None = None) -> bool:

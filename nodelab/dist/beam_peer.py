@@ -380,6 +380,14 @@ class BeamPeer:
         if kind == "info":
             _, ref, caller, pid = op
             return self._ask_process_info(ref, caller, pid)
+        if kind == "ping":
+            # net_adm:ping's question, {is_auth, this node} to the peer's net_kernel, which
+            # answers yes once the connection is its own too. The tag is a plain ref, not
+            # an alias: net_kernel sends its reply to the caller's pid ({ref, yes}).
+            _, ref, caller = op
+            call = (Atom("$gen_call"), (caller, ref),
+                    (Atom("is_auth"), Atom(self.dist.full_name)))
+            return self._send(bl.RegSend(caller, Atom("net_kernel"), call))
         return False
 
     def _ask_process_info(self, ref: Ref, caller: Pid, pid: Pid) -> bool:

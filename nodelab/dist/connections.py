@@ -476,8 +476,11 @@ class Distribution:
         data = _encode_message(message, node)
         return conn.send_frame(frames.DATA, shipment.dumps((THEN, op, dest, data)))
 
-    def request(self, node: str, op_builder: Any, timeout: float) -> Any:
-        """Send a request that the peer answers with a reply tagged by a fresh ref.
+    def request(self, node: str, op_builder: Any, timeout: float, *,
+                head: str | None = "$reply") -> Any:
+        """Send a request that the peer answers with a reply tagged by a fresh ref:
+        ``("$reply", ref, value)``, or ``(ref, value)`` with ``head=None`` (a gen_server's
+        reply, as the BEAM's servers send it).
 
         Returns the reply's value, or raises ``ConnectionError`` when the node cannot be
         reached or goes down first.
@@ -498,7 +501,7 @@ class Distribution:
                 if conn is None or not self._send_op(conn, op_builder(ref, caller)):
                     raise ConnectionError(node)
                 try:
-                    return gen_server.await_reply(ref, ref, timeout, head="$reply")
+                    return gen_server.await_reply(ref, ref, timeout, head=head)
                 except gen_server.Down:
                     raise ConnectionError(node) from None
             finally:

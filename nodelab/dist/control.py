@@ -74,6 +74,13 @@ def _on_info(dist: Distribution, conn: Connection, ref: Ref, caller: Pid, target
     dist.control(conn.peer, ("reply", ref, caller, P.info(target)), connect=False)
 
 
+def _on_ping(dist: Distribution, conn: Connection, ref: Ref, caller: Pid) -> None:
+    # Answered by the reader, after the connection is this node's: the pinging node knows,
+    # when the answer comes back, that this node lists it. The answer is net_kernel's to
+    # {is_auth, node}, ``(ref, "yes")`` sent to the caller, the same from either kind of node.
+    dist.send(caller, (ref, "yes"))
+
+
 def _on_reply(dist: Distribution, conn: Connection, ref: Ref, caller: Pid, value: Any) -> None:
     P.reply(caller, ref, value)
 
@@ -89,6 +96,7 @@ HANDLERS = {
     "spawn": _on_spawn,
     "spawn_reply": _on_spawn_reply,
     "info": _on_info,
+    "ping": _on_ping,
     "reply": _on_reply,
 }
 
