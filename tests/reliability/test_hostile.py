@@ -366,9 +366,10 @@ def test_a_recorded_acceptor_handshake_cannot_be_replayed(alex) -> None:
     thread = threading.Thread(target=fake_node, daemon=True)
     thread.start()
     try:
-        assert Node.ping("replayee@localhost") == "pong"  # the genuine one
+        # Connect, not ping: the fake node completes a handshake but answers no question.
+        assert Node.connect("replayee@localhost") is True  # the genuine one
         Node.disconnect("replayee@localhost")
-        assert Node.ping("replayee@localhost") == "pang"  # the replayed one
+        assert Node.connect("replayee@localhost") is False  # the replayed one
         assert "replayee@localhost" not in Node.list()
     finally:
         registration.close()
