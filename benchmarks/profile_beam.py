@@ -27,23 +27,18 @@ import argparse
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from _measure import cpu_seconds, fastest_of, private_portmapper, yappi_key
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def beam_os_pid(child_pid: int) -> int:
@@ -64,9 +59,7 @@ def beam_os_pid(child_pid: int) -> int:
 def stats_of(yappi: Any) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for stat in yappi.get_func_stats():
-        module = os.path.basename(stat.module) if stat.module else ""
-        name = stat.name if module == "builtins" or not module else stat.name.split(".")[-1]
-        entry = out.setdefault(f"{module}:{name}", [0, 0.0, 0.0])
+        entry = out.setdefault(yappi_key(stat), [0, 0.0, 0.0])
         entry[0] += stat.ncall
         entry[1] += stat.tsub
         entry[2] += stat.ttot
@@ -93,13 +86,7 @@ def micro(n: int = 20_000) -> dict[str, float]:
     out: dict[str, float] = {}
 
     def timed(label: str, fn: Any) -> None:
-        batches = []
-        for _ in range(7):
-            t0 = time.perf_counter_ns()
-            for _ in range(n):
-                fn()
-            batches.append((time.perf_counter_ns() - t0) / n / 1000)
-        out[label] = min(batches)
+        out[label] = fastest_of(fn, n)
 
     me = Pid("py@localhost", 77, 1764600000, 0)
     beam = Pid("kate@localhost", 112, 1764600001, 0)
@@ -143,8 +130,7 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
-    os.environ.setdefault("ERL_EPMD_PORT", str(_free_port()))
-    os.environ.setdefault("NODELAB_PORTMAPPER_LINGER", "1")
+    private_portmapper()
     elixir = shutil.which("elixir")
     if not elixir:
         print("elixir is not on PATH")
@@ -253,12 +239,6 @@ def main() -> int:
         print(f"| {label} | {us:.2f} |")
     print(f"\nload average {os.getloadavg()}")
     return 0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 if __name__ == "__main__":

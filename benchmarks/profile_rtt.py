@@ -30,20 +30,26 @@ import os
 import queue
 import secrets
 import socket
-import statistics
 import struct
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from _measure import (
+    fastest_of,
+    handoff_inbox,
+    private_portmapper,
+    rounds_of,
+    start_child,
+    yappi_key,
+)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 HEADER = struct.Struct("!I")
-TICK = os.sysconf("SC_CLK_TCK")
 
 # (component, test on "module:function") — the first that matches wins; order matters.
 COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
@@ -74,7 +80,7 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
         "connection.py:_read_loop", "connections.py:dispatch", "remote.py:deliver",
         "_table.py:lookup_serial", "bytearray", "_struct.Struct", "builtins:len",
         "builtins:getattr", "pids.py:")),
-    ("benchmark loop (echo, driver)", ("profile_rtt.py:", "perf_counter_ns")),
+    ("benchmark loop (echo, driver)", ("profile_rtt.py:", "_measure.py:", "perf_counter_ns")),
 ]
 
 
@@ -116,12 +122,8 @@ def peer(name: str, cookie: str, profile: str) -> int:
 
 
 def _stats(yappi: Any) -> list[tuple[str, int, float, float]]:
-    out = []
-    for stat in yappi.get_func_stats():
-        module = os.path.basename(stat.module) if stat.module else ""
-        name = stat.name if module == "builtins" or not module else stat.name.split(".")[-1]
-        out.append((f"{module}:{name}", stat.ncall, stat.tsub, stat.ttot))
-    return out
+    return [(yappi_key(stat), stat.ncall, stat.tsub, stat.ttot)
+            for stat in yappi.get_func_stats()]
 
 
 # ------------------------------------------------------------- the steps, each on its own
@@ -149,13 +151,7 @@ def micro(n: int = 20_000) -> dict[str, float]:
         message = (remote_pid, "ping")
 
         def timed(label: str, fn: Any) -> None:
-            batches = []
-            for _ in range(7):
-                t0 = time.perf_counter_ns()
-                for _ in range(n):
-                    fn()
-                batches.append((time.perf_counter_ns() - t0) / n / 1000)
-            out[label] = min(batches)
+            out[label] = fastest_of(fn, n)
 
         body = dist_mod._SEND_HEADER.pack(1, 2) + dist_mod._encode_message(message, "k")
         state = frames.mac_state(b"k" * 32)
@@ -226,54 +222,15 @@ def micro(n: int = 20_000) -> dict[str, float]:
 
 # ------------------------------------------------------------------------- alex (driver)
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def start_child(argv: list[str]) -> tuple[subprocess.Popen, str]:
-    child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})
-    line = child.stdout.readline().decode()
-    if not line.startswith("READY"):
-        raise RuntimeError(f"{argv[1]} did not start: {line!r}")
-    return child, line.split()[1]
-
-
-def rounds_of(n: int, rounds: int, one: Any, pids: list[int]) -> dict[str, float]:
-    p50s, cpus = [], []
-    for _ in range(rounds):
-        samples = []
-        cpu0 = sum(cpu_seconds(pid) for pid in pids)
-        for _ in range(n):
-            t0 = time.perf_counter_ns()
-            one()
-            samples.append(time.perf_counter_ns() - t0)
-        cpus.append((sum(cpu_seconds(pid) for pid in pids) - cpu0) / n * 1e6)
-        samples.sort()
-        p50s.append(samples[n // 2] / 1000)
-    return {"p50_us": statistics.median(p50s), "cpu_us": statistics.median(cpus),
-            "p50_rounds": p50s, "cpu_rounds": cpus}
-
-
 def floor(n: int, rounds: int) -> dict[str, float]:
-    child, port = start_child([sys.executable, str(HERE / "raw_peer.py"), "socket"])
+    child, port = start_child([sys.executable, str(HERE / "raw_peer.py"), "socket"], REPO)
     try:
         sock = socket.create_connection(("127.0.0.1", int(port)))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(b"H")
         reader = sock.makefile("rb", buffering=1 << 16)
         frame = HEADER.pack(32) + b"p" * 32
-        inbox: queue.SimpleQueue = queue.SimpleQueue()
-
-        def read_loop() -> None:
-            while True:
-                data = reader.read(len(frame))
-                inbox.put(data)
-                if len(data) != len(frame):
-                    return
-
-        threading.Thread(target=read_loop, daemon=True).start()
+        inbox = handoff_inbox(reader, len(frame))
 
         def one() -> None:
             sock.sendall(frame)
@@ -304,7 +261,7 @@ def nodelab_rtt(n: int, rounds: int, profile: str) -> tuple[dict[str, float], li
     cookie = "prof_" + secrets.token_hex(8)
     Node.start(f"prof_alex_{tag}", cookie=cookie)
     child, kate = start_child([sys.executable, __file__, "peer", f"prof_kate_{tag}", cookie,
-                               profile])
+                               profile], REPO)
     try:
         me = me_()
         send(("bench_echo", kate), (me, "whoami"))
@@ -377,8 +334,7 @@ def main() -> int:
     parser.add_argument("--clock", default="cpu", choices=("cpu", "wall"))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    os.environ.setdefault("ERL_EPMD_PORT", str(_free_port()))
-    os.environ.setdefault("NODELAB_PORTMAPPER_LINGER", "1")
+    private_portmapper()
     print(f"load average {os.getloadavg()}", flush=True)
     flo = floor(args.n, args.rounds)
     plain, _ = nodelab_rtt(args.n, args.rounds, "off")
@@ -396,12 +352,6 @@ def main() -> int:
         args.json.write_text(json.dumps({"floor": flo, "nodelab": plain, "profiled": profiled,
                                          "stats": stats, "steps": steps}, indent=1))
     return 0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 if __name__ == "__main__":

@@ -42,9 +42,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -52,10 +50,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _measure import private_portmapper, rounds_of, start_child, yappi_key
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
-TICK = os.sysconf("SC_CLK_TCK")
 
 from nodelab import Node, receive, register, send, spawn  # noqa: E402 - after sys.path
 from nodelab import self as me_  # noqa: E402
@@ -108,7 +107,7 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
         "'get' of 'dict'", "builtins:hasattr", "builtins:type", "builtins:callable")),
     ("threads and locks (acquire, release, Thread, Condition)", (
         "_thread.lock", "_thread.RLock", "threading.py:", "'acquire'", "'release'")),
-    ("benchmark loop", ("remote_paths.py:", "perf_counter_ns")),
+    ("benchmark loop", ("remote_paths.py:", "_measure.py:", "perf_counter_ns")),
 ]
 
 
@@ -220,12 +219,8 @@ def timeline(events: list[tuple[int, str, str, str]], what: str) -> None:
 
 
 def _stats(yappi: Any, side: str) -> list[tuple[str, str, int, float, float]]:
-    out = []
-    for stat in yappi.get_func_stats():
-        module = os.path.basename(stat.module) if stat.module else ""
-        name = stat.name if module == "builtins" or not module else stat.name.split(".")[-1]
-        out.append((side, f"{module}:{name}", stat.ncall, stat.tsub, stat.ttot))
-    return out
+    return [(side, yappi_key(stat), stat.ncall, stat.tsub, stat.ttot)
+            for stat in yappi.get_func_stats()]
 
 
 # ---------------------------------------------------------------------------- kate (peer)
@@ -269,37 +264,6 @@ def peer(name: str, cookie: str, profile: str) -> int:
 
 # ------------------------------------------------------------------------- alex (driver)
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def start_peer(tag: str, cookie: str, profile: str) -> tuple[subprocess.Popen, str]:
-    child = subprocess.Popen([sys.executable, __file__, "peer", f"paths_kate_{tag}", cookie,
-                              profile], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    line = child.stdout.readline().decode()
-    if not line.startswith("READY"):
-        raise RuntimeError(f"the peer did not start: {line!r}")
-    return child, line.split()[1]
-
-
-def rounds_of(n: int, rounds: int, one: Callable[[], None], pids: list[int]) -> dict[str, Any]:
-    p50s, cpus = [], []
-    for _ in range(rounds):
-        samples = []
-        cpu0 = sum(cpu_seconds(pid) for pid in pids)
-        for _ in range(n):
-            t0 = time.perf_counter_ns()
-            one()
-            samples.append(time.perf_counter_ns() - t0)
-        cpus.append((sum(cpu_seconds(pid) for pid in pids) - cpu0) / n * 1e6)
-        samples.sort()
-        p50s.append(samples[n // 2] / 1000)
-    return {"p50_us": statistics.median(p50s), "cpu_us": statistics.median(cpus),
-            "p50_rounds": p50s, "cpu_rounds": cpus}
-
-
 def operations(kate: str) -> dict[str, Callable[[], None]]:
     from nodelab.otp import Task, TaskSupervisor
 
@@ -342,7 +306,8 @@ def measure(n: int, rounds: int, profile: str, only: list[str]) -> dict[str, Any
     tag = secrets.token_hex(3)
     cookie = "paths_" + secrets.token_hex(8)
     Node.start(f"paths_alex_{tag}", cookie=cookie)
-    child, kate = start_peer(tag, cookie, profile)
+    child, kate = start_child([sys.executable, __file__, "peer", f"paths_kate_{tag}", cookie,
+                               profile], REPO, "the peer")
     out: dict[str, Any] = {}
     try:
         me = me_()
@@ -525,8 +490,7 @@ def main() -> int:
                         help="the time line of each operation instead of the profile")
     args = parser.parse_args()
     only = args.only or ["spawn", "task"]
-    os.environ.setdefault("ERL_EPMD_PORT", str(_free_port()))
-    os.environ.setdefault("NODELAB_PORTMAPPER_LINGER", "1")
+    private_portmapper()
     print(f"load average {os.getloadavg()}; tree {REPO}", flush=True)
     if not args.steps_only:
         plain = measure(args.n, args.rounds, "off", only)
@@ -551,12 +515,6 @@ def main() -> int:
             print(f"| {label} | {us:.2f} |")
     print(f"\nload average {os.getloadavg()}")
     return 0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 if __name__ == "__main__":

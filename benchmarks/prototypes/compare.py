@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import secrets
 import socket
 import statistics
@@ -43,17 +42,16 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 BENCH = HERE.parent
 REPO = BENCH.parent
+sys.path.insert(1, str(BENCH))  # after this folder: benchmarks/_measure.py of this tree
 HEADER = struct.Struct("!I")
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+import _measure  # noqa: E402 - after sys.path
 
 
 def cpu_seconds(pids: list[int]) -> float:
     """CPU (user + system, every thread) the processes ``pids`` have used so far."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    return sum(_measure.cpu_seconds(pid) for pid in pids)
 
 
 def rss_kib() -> int:
@@ -171,17 +169,7 @@ class Floor:
                 def wait() -> None:
                     reader.read(len(frame))
             else:
-                inbox: queue.SimpleQueue = queue.SimpleQueue()
-
-                def read_loop() -> None:
-                    while True:
-                        data = reader.read(len(frame))
-                        inbox.put(data)
-                        if len(data) != len(frame):
-                            return
-
-                threading.Thread(target=read_loop, daemon=True).start()
-                wait = inbox.get
+                wait = _measure.handoff_inbox(reader, len(frame)).get
             samples = []
             for _ in range(n):
                 t0 = time.perf_counter_ns()
@@ -255,8 +243,7 @@ def main() -> int:
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     n = {"rtt": 10_000 // scale, "spawn": 2_000 // scale, "tput": 100_000 // scale}
-    os.environ.setdefault("ERL_EPMD_PORT", str(_free_port()))
-    os.environ.setdefault("NODELAB_PORTMAPPER_LINGER", "1")
+    _measure.private_portmapper()
     ENV.update(ERL_EPMD_PORT=os.environ["ERL_EPMD_PORT"], NODELAB_PORTMAPPER_LINGER="1")
     loads = [os.getloadavg()]
     print(f"load average at start: {loads[0]}", file=sys.stderr)
@@ -367,12 +354,6 @@ def render(med: Any, mem: dict, n: dict, rounds: int, loads: list) -> str:
                  f"load average during the run (1 min): "
                  f"{', '.join(f'{load[0]:.1f}' for load in loads)}")
     return "\n".join(lines)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 if __name__ == "__main__":
