@@ -421,7 +421,7 @@ class BeamPeer:
             log.error("** Cannot answer %s: %s **", self.peer, error)
 
     def _on_send(self, event: bl.Send) -> None:
-        P.deliver(event.to_pid.serial, event.to_pid.creation, event.message)
+        _deliver(event.to_pid, event.message)  # a send that came as an event (traced, ...)
 
     def _on_reg_send(self, event: bl.RegSend) -> None:
         name, message = str(event.to_name), event.message
@@ -535,7 +535,8 @@ def _after(gate: threading.Event, fn: Any, args: tuple) -> Any:
 
 
 def _deliver(pid: Pid, message: Any) -> None:
-    # The link's on_send: a plain send to a pid, as _on_send delivers a Send event.
+    # A send to a pid of this node: the link's on_send for plain sends, and _on_send for
+    # one that came as a Send event.
     P.deliver(pid.serial, pid.creation, message)
 
 
